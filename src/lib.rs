@@ -1,0 +1,12 @@
+//! raopd: an AirPlay 1 (RAOP) audio receiver.
+//!
+//! The data path reads top to bottom:
+//! [`mdns`] announces the speaker, [`rtsp`] negotiates a session, [`rtp`] parses the UDP
+//! packets, [`crypto`] decrypts them, [`codec`] decodes them, [`buffer`] reorders them by
+//! sequence number, [`clock`] maps sender time to local time, [`output`] plays them, and
+//! [`control`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
+//! drives the sans-IO cores from one smol reactor thread.
+
+pub mod config;
+pub mod crypto;
+pub mod rtp;
