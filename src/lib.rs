@@ -7,6 +7,8 @@
 //! [`control`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
 //! drives the sans-IO cores from one smol reactor thread.
 
-pub mod config;
+pub mod buffer;
+pub mod codec;
 pub mod crypto;
 pub mod rtp;
+pub mod rtsp;

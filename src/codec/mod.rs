@@ -1,0 +1,158 @@
+//! Payload → PCM. ALAC through the `alac` crate, L16 by byte-swapping. Output is
+//! always interleaved native-endian i16 stereo.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Frames in one packet at most. Every RAOP sender uses 352; the ring buffer's slots
+/// are sized for it, so larger packets are refused at ANNOUNCE.
+pub const MAX_FRAMES_PER_PACKET: u32 = 352;
+/// Interleaved samples in one packet at most.
+pub const MAX_SAMPLES_PER_PACKET: usize = MAX_FRAMES_PER_PACKET as usize * 2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Codec {
+    /// Apple Lossless; `fmtp` is the SDP format parameters after the payload type.
+    Alac { fmtp: String },
+    /// Big-endian signed 16-bit PCM.
+    L16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFormat {
+    pub codec: Codec,
+    pub frames_per_packet: u32,
+}
+
+impl StreamFormat {
+    pub fn name(&self) -> &'static str {
+        match self.codec {
+            Codec::Alac { .. } => "ALAC",
+            Codec::L16 => "L16",
+        }
+    }
+}
+
+/// Why a packet produced no audio (it is played as silence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The decoder rejected the data.
+    Corrupt,
+    /// The decoder panicked on the data; caught, the decoder was rebuilt.
+    Panicked,
+    /// More frames than a packet may carry.
+    TooLong,
+}
+
+pub enum Decoder {
+    Alac {
+        dec: Box<alac::Decoder>,
+        info: alac::StreamInfo,
+    },
+    L16,
+}
+
+impl Decoder {
+    /// Builds a decoder; the format was validated at ANNOUNCE.
+    pub fn new(format: &StreamFormat) -> Result<Self, String> {
+        match &format.codec {
+            Codec::Alac { fmtp } => {
+                let info = alac::StreamInfo::from_sdp_format_parameters(fmtp)
+                    .map_err(|e| format!("bad ALAC parameters: {e:?}"))?;
+                if info.max_samples_per_packet() as usize > MAX_SAMPLES_PER_PACKET {
+                    return Err("ALAC frame length too large".into());
+                }
+                Ok(Decoder::Alac {
+                    dec: Box::new(alac::Decoder::new(info.clone())),
+                    info,
+                })
+            }
+            Codec::L16 => Ok(Decoder::L16),
+        }
+    }
+
+    /// Decodes one packet payload into `out` (at least [`MAX_SAMPLES_PER_PACKET`] long);
+    /// returns the number of frames. Never panics: a decoder panic on corrupt data is
+    /// caught (the release profile keeps unwinding for this) and the decoder rebuilt.
+    pub fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, DecodeError> {
+        match self {
+            Decoder::L16 => {
+                let frames = payload.len() / 4;
+                if frames > MAX_FRAMES_PER_PACKET as usize {
+                    return Err(DecodeError::TooLong);
+                }
+                for (o, b) in out.iter_mut().zip(payload[..frames * 4].chunks_exact(2)) {
+                    *o = i16::from_be_bytes([b[0], b[1]]);
+                }
+                Ok(frames)
+            }
+            Decoder::Alac { dec, info } => {
+                let out = &mut out[..MAX_SAMPLES_PER_PACKET];
+                let r = catch_unwind(AssertUnwindSafe(|| {
+                    dec.decode_packet(payload, out).map(|s| s.len() / 2)
+                }));
+                match r {
+                    Ok(Ok(frames)) => Ok(frames),
+                    Ok(Err(_)) => Err(DecodeError::Corrupt),
+                    Err(_) => {
+                        **dec = alac::Decoder::new(info.clone());
+                        Err(DecodeError::Panicked)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l16_byte_swaps() {
+        let mut d = Decoder::new(&StreamFormat {
+            codec: Codec::L16,
+            frames_per_packet: 352,
+        })
+        .unwrap();
+        let mut out = [0i16; MAX_SAMPLES_PER_PACKET];
+        let n = d
+            .decode(
+                &[0x12, 0x34, 0xff, 0xfe, 0x80, 0x00, 0x7f, 0xff, 0xaa],
+                &mut out,
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(&out[..4], &[0x1234, -2, i16::MIN, i16::MAX]);
+        assert_eq!(d.decode(&[0; 4 * 353], &mut out), Err(DecodeError::TooLong));
+    }
+
+    #[test]
+    fn alac_garbage_never_panics() {
+        let fmt = StreamFormat {
+            codec: Codec::Alac {
+                fmtp: "352 0 16 40 10 14 2 255 0 0 44100".into(),
+            },
+            frames_per_packet: 352,
+        };
+        let mut d = Decoder::new(&fmt).unwrap();
+        let mut out = [0i16; MAX_SAMPLES_PER_PACKET];
+        // A deterministic stream of random packets of random lengths.
+        let mut x: u32 = 0x1234_5678;
+        let mut buf = [0u8; 1500];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let len = (x % 1500) as usize;
+            for b in buf[..len].iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            if let Ok(frames) = d.decode(&buf[..len], &mut out) {
+                assert!(frames <= 352);
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! ANNOUNCE bodies: which codec, which key. Anything we cannot play is refused here,
+//! with a reason, rather than failing later on the audio path.
+
+use crate::codec::{Codec, StreamFormat, MAX_FRAMES_PER_PACKET};
+
+/// What an ANNOUNCE asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub format: StreamFormat,
+    /// `a=rsaaeskey` (base64, RSA-OAEP wrapped AES key); `None` = unencrypted stream.
+    pub rsaaeskey: Option<String>,
+    /// `a=aesiv` (base64, 16 bytes).
+    pub aesiv: Option<String>,
+    /// `a=min-latency` in frames, if given.
+    pub min_latency: Option<u32>,
+}
+
+/// A refused ANNOUNCE: the RTSP status and a reason naming what was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpError {
+    pub status: u16,
+    pub reason: String,
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> SdpError {
+    SdpError {
+        status,
+        reason: reason.into(),
+    }
+}
+
+pub fn parse_announce(body: &[u8]) -> Result<Announce, SdpError> {
+    let sdp =
+        sdp_types::Session::parse(body).map_err(|e| refuse(400, format!("malformed SDP: {e}")))?;
+    let mut audio = sdp.medias.iter().filter(|m| m.media == "audio");
+    let media = audio
+        .next()
+        .ok_or_else(|| refuse(415, "SDP has no audio media"))?;
+    if audio.next().is_some() {
+        return Err(refuse(415, "SDP has more than one audio media"));
+    }
+    if !media.proto.eq_ignore_ascii_case("RTP/AVP") {
+        return Err(refuse(
+            415,
+            format!("unsupported transport {}", media.proto),
+        ));
+    }
+    let pt = media
+        .fmt
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| refuse(400, "m= line has no payload type"))?;
+    let attr = |name: &str| -> Option<&str> {
+        media
+            .attributes
+            .iter()
+            .chain(sdp.attributes.iter())
+            .find(|a| a.attribute.eq_ignore_ascii_case(name))
+            .and_then(|a| a.value.as_deref())
+    };
+    let rtpmap = attr("rtpmap").ok_or_else(|| refuse(400, "SDP has no rtpmap"))?;
+    let (map_pt, encoding) = rtpmap
+        .split_once(' ')
+        .ok_or_else(|| refuse(400, "malformed rtpmap"))?;
+    if map_pt.trim() != pt {
+        return Err(refuse(
+            400,
+            format!("rtpmap payload type {map_pt} does not match m= payload type {pt}"),
+        ));
+    }
+    let fmtp = match attr("fmtp") {
+        Some(f) => {
+            let (fmtp_pt, params) = f.split_once(' ').unwrap_or((f, ""));
+            if fmtp_pt.trim() != pt {
+                return Err(refuse(
+                    400,
+                    format!("fmtp payload type {fmtp_pt} does not match m= payload type {pt}"),
+                ));
+            }
+            Some(params.trim())
+        }
+        None => None,
+    };
+    let encoding = encoding.trim();
+    let mut enc_parts = encoding.split('/');
+    let name = enc_parts.next().unwrap_or("");
+    // rtpmap decides the codec; an fmtp line next to L16 (pyatv sends one) is ignored.
+    let format = if name.eq_ignore_ascii_case("AppleLossless") {
+        let params = fmtp.ok_or_else(|| refuse(400, "AppleLossless without fmtp"))?;
+        alac_format(params)?
+    } else if name.eq_ignore_ascii_case("L16") {
+        let rate = enc_parts.next().unwrap_or("44100");
+        let channels = enc_parts.next().unwrap_or("1");
+        if rate != "44100" || channels != "2" {
+            return Err(refuse(
+                415,
+                format!("unsupported PCM format {encoding} (only L16/44100/2)"),
+            ));
+        }
+        let frames = fmtp
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|f| f.parse::<u32>().ok())
+            .unwrap_or(MAX_FRAMES_PER_PACKET);
+        StreamFormat {
+            codec: Codec::L16,
+            frames_per_packet: frames.clamp(1, MAX_FRAMES_PER_PACKET),
+        }
+    } else {
+        return Err(refuse(415, format!("unsupported codec {encoding}")));
+    };
+    if attr("fpaeskey").is_some() {
+        return Err(refuse(
+            415,
+            "FairPlay encryption (fpaeskey) is not supported",
+        ));
+    }
+    let rsaaeskey = attr("rsaaeskey").map(str::to_string);
+    let aesiv = attr("aesiv").map(str::to_string);
+    if rsaaeskey.is_some() != aesiv.is_some() {
+        return Err(refuse(400, "rsaaeskey and aesiv must come together"));
+    }
+    let min_latency = attr("min-latency").and_then(|v| v.trim().parse().ok());
+    Ok(Announce {
+        format,
+        rsaaeskey,
+        aesiv,
+        min_latency,
+    })
+}
+
+/// Validates ALAC parameters (frameLength compatibleVersion bitDepth pb mb kb
+/// numChannels maxRun maxFrameBytes avgBitRate sampleRate).
+fn alac_format(params: &str) -> Result<StreamFormat, SdpError> {
+    let f: Vec<&str> = params.split_whitespace().collect();
+    if f.len() != 11 {
+        return Err(refuse(
+            400,
+            format!("ALAC fmtp needs 11 parameters, got {}", f.len()),
+        ));
+    }
+    let num = |i: usize| {
+        f[i].parse::<u32>().map_err(|_| {
+            refuse(
+                400,
+                format!("ALAC fmtp parameter {} is not a number", i + 1),
+            )
+        })
+    };
+    let (frames, depth, channels, rate) = (num(0)?, num(2)?, num(6)?, num(10)?);
+    if depth != 16 || channels != 2 || rate != 44100 {
+        return Err(refuse(415, format!("unsupported ALAC format {depth}-bit {channels} ch {rate} Hz (only 16-bit stereo 44100 Hz)")));
+    }
+    if frames == 0 || frames > MAX_FRAMES_PER_PACKET {
+        return Err(refuse(
+            415,
+            format!("unsupported ALAC frame length {frames} (at most {MAX_FRAMES_PER_PACKET})"),
+        ));
+    }
+    alac::StreamInfo::from_sdp_format_parameters(params)
+        .map_err(|e| refuse(400, format!("bad ALAC fmtp: {e:?}")))?;
+    Ok(StreamFormat {
+        codec: Codec::Alac {
+            fmtp: params.to_string(),
+        },
+        frames_per_packet: frames,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str =
+        "v=0\r\no=iTunes 1 0 IN IP4 127.0.0.1\r\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n";
+
+    fn sdp(lines: &str) -> Vec<u8> {
+        format!("{HEAD}{lines}").into_bytes()
+    }
+
+    #[test]
+    fn pyatv_l16_with_fmtp_is_l16() {
+        let a = parse_announce(&sdp("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\na=fmtp:96 352 0 16 40 10 14 2 255 0 0 44100\r\n")).unwrap();
+        assert_eq!(a.format.codec, Codec::L16);
+        assert_eq!(a.format.frames_per_packet, 352);
+        assert_eq!(a.rsaaeskey, None);
+    }
+
+    #[test]
+    fn alac_with_keys() {
+        let a = parse_announce(&sdp("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\na=fmtp:96 352 0 16 40 10 14 2 255 0 0 44100\r\na=rsaaeskey:AAAA\r\na=aesiv:BBBB\r\na=min-latency:11025\r\n")).unwrap();
+        assert_eq!(
+            a.format.codec,
+            Codec::Alac {
+                fmtp: "352 0 16 40 10 14 2 255 0 0 44100".into()
+            }
+        );
+        assert_eq!(a.rsaaeskey.as_deref(), Some("AAAA"));
+        assert_eq!(a.min_latency, Some(11025));
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: &[(&str, u16, &str)] = &[
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 mpeg4-generic/44100/2\r\n", 415, "mpeg4-generic"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AAC-eld/44100/2\r\n", 415, "AAC-eld"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/48000/2\r\n", 415, "L16/48000/2"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\na=fmtp:96 352 0 24 40 10 14 2 255 0 0 44100\r\n", 415, "24-bit"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\na=fmtp:96 4096 0 16 40 10 14 2 255 0 0 44100\r\n", 415, "frame length"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\na=fmtp:96 352 0 16 40 10 14 2 255 0 0 44100\r\na=fpaeskey:AAAA\r\na=aesiv:AA\r\n", 415, "FairPlay"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:97 L16/44100/2\r\n", 400, "does not match"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\na=fmtp:97 352 0 16 40 10 14 2 255 0 0 44100\r\n", 400, "does not match"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\n", 400, "without fmtp"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 AppleLossless\r\na=fmtp:96 352 0 16\r\n", 400, "11 parameters"),
+            ("m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\na=rsaaeskey:AAAA\r\n", 400, "together"),
+            ("m=video 0 RTP/AVP 96\r\n", 415, "no audio"),
+            ("", 415, "no audio"),
+        ];
+        for (lines, status, needle) in cases {
+            let e = parse_announce(&sdp(lines)).unwrap_err();
+            assert_eq!(e.status, *status, "{lines}: {e:?}");
+            assert!(e.reason.contains(needle), "{lines}: {e:?}");
+        }
+        assert_eq!(parse_announce(b"garbage").unwrap_err().status, 400);
+        assert_eq!(parse_announce(b"").unwrap_err().status, 400);
+    }
+}

@@ -1,0 +1,259 @@
+use super::*;
+use crate::rtsp::message::parse_request;
+
+#[derive(Default)]
+struct Recorder {
+    busy: bool,
+    events: Vec<String>,
+    volume: f32,
+}
+
+impl SessionIo for Recorder {
+    fn claim(&mut self) -> bool {
+        !self.busy
+    }
+    fn setup(&mut self, s: StreamSetup) -> std::io::Result<UdpPorts> {
+        self.events.push(format!(
+            "setup {} {} {} {}",
+            s.format.name(),
+            s.aes.is_some(),
+            s.client_control_port,
+            s.client_timing_port
+        ));
+        Ok(UdpPorts {
+            audio: 7000,
+            control: 7001,
+            timing: 7002,
+        })
+    }
+    fn record(&mut self, start: Option<(u16, u32)>) {
+        self.events.push(format!("record {start:?}"));
+    }
+    fn flush(&mut self, until: Option<(u16, u32)>) {
+        self.events.push(format!("flush {until:?}"));
+    }
+    fn set_volume(&mut self, db: f32) {
+        self.volume = db;
+        self.events.push(format!("volume {db}"));
+    }
+    fn volume(&self) -> f32 {
+        self.volume
+    }
+    fn metadata(&mut self, dmap: &[u8]) {
+        self.events.push(format!("metadata {}", dmap.len()));
+    }
+    fn artwork(&mut self, ct: &str, data: &[u8]) {
+        self.events.push(format!("artwork {ct} {}", data.len()));
+    }
+    fn progress(&mut self, s: u32, c: u32, e: u32) {
+        self.events.push(format!("progress {s} {c} {e}"));
+    }
+    fn teardown(&mut self) {
+        self.events.push("teardown".into());
+    }
+}
+
+fn info(password: Option<&str>) -> ConnectionInfo {
+    ConnectionInfo {
+        local: "127.0.0.1:5000".parse().unwrap(),
+        peer: "127.0.0.1:40000".parse().unwrap(),
+        mac: [1, 2, 3, 4, 5, 6],
+        password: password.map(str::to_string),
+    }
+}
+
+fn req(raw: &str) -> Request {
+    parse_request(raw.as_bytes()).unwrap().unwrap().0
+}
+
+const SDP_L16: &str = "v=0\r\no=iTunes 1 0 IN IP4 127.0.0.1\r\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\na=fmtp:96 352 0 16 40 10 14 2 255 0 0 44100\r\n";
+
+fn announce(cseq: u32, sdp: &str) -> Request {
+    req(&format!("ANNOUNCE rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len()))
+}
+
+#[test]
+fn full_session_flow() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    let r = s.handle(
+        &req("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nApple-Challenge: AAECAwQFBgcICQoLDA0ODw==\r\n\r\n"),
+        &key,
+        &mut io,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.get_header("CSeq"), Some("1"));
+    assert!(r.get_header("Apple-Response").is_some());
+    assert_eq!(
+        r.get_header("Audio-Jack-Status"),
+        Some("connected; type=analog")
+    );
+    assert_eq!(s.handle(&announce(2, SDP_L16), &key, &mut io).status, 200);
+    let r = s.handle(&req("SETUP rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/UDP;unicast;interleaved=0-1;mode=record;control_port=6001;timing_port=6002\r\n\r\n"), &key, &mut io);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.get_header("Transport"),
+        Some("RTP/AVP/UDP;unicast;mode=record;server_port=7000;control_port=7001;timing_port=7002")
+    );
+    let sid: u32 = r.get_header("Session").unwrap().parse().unwrap();
+    assert!(sid > 0);
+    let r = s.handle(&req("RECORD rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 4\r\nRTP-Info: seq=100;rtptime=5000\r\n\r\n"), &key, &mut io);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.get_header("Audio-Latency"), Some("11025"));
+    let r = s.handle(&req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 5\r\nContent-Type: text/parameters\r\nContent-Length: 15\r\n\r\nvolume: -11.5\r\n"), &key, &mut io);
+    assert_eq!(r.status, 200);
+    let r = s.handle(&req("GET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 6\r\nContent-Type: text/parameters\r\nContent-Length: 8\r\n\r\nvolume\r\n"), &key, &mut io);
+    assert_eq!(String::from_utf8_lossy(&r.body), "volume: -11.500000\r\n");
+    s.handle(&req("FLUSH rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 7\r\nRTP-Info: seq=200;rtptime=9000\r\n\r\n"), &key, &mut io);
+    s.handle(&req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 8\r\nContent-Type: text/parameters\r\nContent-Length: 24\r\n\r\nprogress: 1/2/3\r\n       \r\n"), &key, &mut io);
+    s.handle(&req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 9\r\nContent-Type: image/jpeg\r\nContent-Length: 3\r\n\r\nabc"), &key, &mut io);
+    let r = s.handle(
+        &req("TEARDOWN rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 10\r\n\r\n"),
+        &key,
+        &mut io,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        io.events,
+        vec![
+            "setup L16 false 6001 6002",
+            "record Some((100, 5000))",
+            "volume -11.5",
+            "flush Some((200, 9000))",
+            "progress 1 2 3",
+            "artwork image/jpeg 3",
+            "teardown"
+        ]
+    );
+    assert!(!s.holds_speaker());
+}
+
+#[test]
+fn out_of_order_and_unknown_methods() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    assert_eq!(
+        s.handle(
+            &req("SETUP rtsp://x/1 RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+            &key,
+            &mut io
+        )
+        .status,
+        455
+    );
+    assert_eq!(
+        s.handle(
+            &req("RECORD rtsp://x/1 RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
+            &key,
+            &mut io
+        )
+        .status,
+        455
+    );
+    assert_eq!(
+        s.handle(
+            &req("FLUSH rtsp://x/1 RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
+            &key,
+            &mut io
+        )
+        .status,
+        455
+    );
+    assert_eq!(
+        s.handle(
+            &req("DESCRIBE rtsp://x/1 RTSP/1.0\r\nCSeq: 3\r\n\r\n"),
+            &key,
+            &mut io
+        )
+        .status,
+        501
+    );
+    assert_eq!(
+        s.handle(&req("GET /info RTSP/1.0\r\nCSeq: 4\r\n\r\n"), &key, &mut io)
+            .status,
+        404
+    );
+    assert_eq!(
+        s.handle(
+            &req("POST /feedback RTSP/1.0\r\nCSeq: 5\r\n\r\n"),
+            &key,
+            &mut io
+        )
+        .status,
+        200
+    );
+    let r = s.handle(
+        &announce(
+            6,
+            "v=0\r\nm=audio 0 RTP/AVP 96\r\na=rtpmap:96 mpeg4-generic/44100/2\r\n",
+        ),
+        &key,
+        &mut io,
+    );
+    assert!(r.status == 400 || r.status == 415, "{r:?}");
+    assert!(io.events.is_empty());
+}
+
+#[test]
+fn second_sender_gets_453() {
+    let key = AirportKey::load();
+    let mut io = Recorder {
+        busy: true,
+        ..Recorder::default()
+    };
+    let mut s = Session::new(info(None));
+    assert_eq!(s.handle(&announce(1, SDP_L16), &key, &mut io).status, 453);
+    assert!(!s.holds_speaker());
+}
+
+#[test]
+fn digest_auth_required_once_per_connection() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(Some("secret")));
+    let r = s.handle(&req("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n"), &key, &mut io);
+    assert_eq!(r.status, 401);
+    let chal = r.get_header("WWW-Authenticate").unwrap().to_string();
+    let nonce = chal.split('"').nth(3).unwrap();
+    let ha1 = crate::crypto::md5_hex(&[b"iTunes:raop:secret"]);
+    let ha2 = crate::crypto::md5_hex(&[b"OPTIONS:*"]);
+    let resp = crate::crypto::md5_hex(&[format!("{ha1}:{nonce}:{ha2}").as_bytes()]);
+    let wrong = crate::crypto::md5_hex(&[format!("{ha1}:{nonce}:x").as_bytes()]);
+    let hdr = |r: &str| {
+        format!("Digest username=\"iTunes\", realm=\"raop\", nonce=\"{nonce}\", uri=\"*\", response=\"{r}\"")
+    };
+    let r = s.handle(
+        &req(&format!(
+            "OPTIONS * RTSP/1.0\r\nCSeq: 2\r\nAuthorization: {}\r\n\r\n",
+            hdr(&wrong)
+        )),
+        &key,
+        &mut io,
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(s.handle(&announce(3, SDP_L16), &key, &mut io).status, 401);
+    assert!(io.events.is_empty());
+    let r = s.handle(
+        &req(&format!(
+            "OPTIONS * RTSP/1.0\r\nCSeq: 4\r\nAuthorization: {}\r\n\r\n",
+            hdr(&resp)
+        )),
+        &key,
+        &mut io,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(s.handle(&announce(5, SDP_L16), &key, &mut io).status, 200);
+}
+
+#[test]
+fn closed_connection_releases_speaker() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    assert!(s.holds_speaker());
+    s.closed(&mut io);
+    assert_eq!(io.events, vec!["teardown"]);
+}
