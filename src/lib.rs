@@ -4,11 +4,17 @@
 //! [`mdns`] announces the speaker, [`rtsp`] negotiates a session, [`rtp`] parses the UDP
 //! packets, [`crypto`] decrypts them, [`codec`] decodes them, [`buffer`] reorders them by
 //! sequence number, [`clock`] maps sender time to local time, [`output`] plays them, and
-//! [`control`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
+//! [`server`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
 //! drives the sans-IO cores from one smol reactor thread.
 
 pub mod buffer;
+pub mod clock;
 pub mod codec;
+pub mod config;
 pub mod crypto;
+pub mod mdns;
+pub mod output;
+pub mod player;
 pub mod rtp;
 pub mod rtsp;
+pub mod server;

@@ -65,8 +65,11 @@ pub enum Next {
     Empty,
     /// Audio starting at this RTP timestamp is ready.
     Audio { ts: u32 },
-    /// The packet due next is not here (yet); `frames` is how much silence it stands for.
+    /// The packet due next is missing (later ones arrived); `frames` is how much
+    /// silence it stands for.
     Missing { seq: u16, frames: usize },
+    /// Everything received has been played: the sender is behind or has stopped.
+    Starved { frames: usize },
 }
 
 pub struct JitterBuffer {
@@ -304,11 +307,14 @@ impl JitterBuffer {
         n
     }
 
-    /// Skips `frames` of a missing packet (played as silence by the caller).
+    /// Skips `frames` of a missing or not yet received packet (played as silence by
+    /// the caller). Only packets known to be missing count as lost.
     pub fn skip_missing(&mut self, frames: usize) {
         self.read_offset += frames;
         if self.read_offset >= self.frames_per_packet {
-            self.stats.lost += 1;
+            if seq_diff(self.read_seq, self.highest) <= 0 {
+                self.stats.lost += 1;
+            }
             self.advance();
         }
     }
@@ -410,7 +416,7 @@ mod tests {
                 assert_eq!(b.read(&mut out), 352);
                 Some(out[0])
             }
-            Next::Missing { frames, .. } => {
+            Next::Missing { frames, .. } | Next::Starved { frames } => {
                 b.skip_missing(frames);
                 None
             }

@@ -92,7 +92,8 @@ impl Decoder {
                 }));
                 match r {
                     Ok(Ok(frames)) => Ok(frames),
-                    Ok(Err(_)) => Err(DecodeError::Corrupt),
+                    Ok(Err(_)) => decode_verbatim(payload, info.max_frames_per_packet(), out)
+                        .ok_or(DecodeError::Corrupt),
                     Err(_) => {
                         **dec = alac::Decoder::new(info.clone());
                         Err(DecodeError::Panicked)
@@ -101,6 +102,65 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Reads big-endian bit fields.
+struct Bits<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn read(&mut self, n: usize) -> Option<u32> {
+        if self.pos + n > self.buf.len() * 8 {
+            return None;
+        }
+        let mut v = 0u32;
+        for _ in 0..n {
+            let bit = (self.buf[self.pos / 8] >> (7 - self.pos % 8)) & 1;
+            v = v << 1 | bit as u32;
+            self.pos += 1;
+        }
+        Some(v)
+    }
+}
+
+/// Decodes an *uncompressed* ALAC stereo element that has no end tag.
+///
+/// PulseAudio's RAOP sink sends ALAC frames in the escape (verbatim) form but without
+/// the closing `ID_END` tag, which the `alac` crate (following Apple's decoder)
+/// requires. The verbatim form is just a header and raw samples, so it is read here
+/// when the crate refuses a packet.
+fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<usize> {
+    let mut b = Bits {
+        buf: payload,
+        pos: 0,
+    };
+    let tag = b.read(3)?;
+    let _instance = b.read(4)?;
+    let unused = b.read(12)?;
+    let has_size = b.read(1)?;
+    let shift = b.read(2)?;
+    let escape = b.read(1)?;
+    if tag != 1 || unused != 0 || shift != 0 || escape != 1 {
+        return None;
+    }
+    let frames = if has_size == 1 {
+        b.read(32)?
+    } else {
+        max_frames
+    };
+    if frames == 0 || frames > max_frames || frames as usize * 2 > out.len() {
+        return None;
+    }
+    // Every sample must be present.
+    if b.pos + frames as usize * 32 > payload.len() * 8 {
+        return None;
+    }
+    for o in out[..frames as usize * 2].iter_mut() {
+        *o = b.read(16)? as u16 as i16;
+    }
+    Some(frames as usize)
 }
 
 #[cfg(test)]
@@ -124,6 +184,48 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(&out[..4], &[0x1234, -2, i16::MIN, i16::MAX]);
         assert_eq!(d.decode(&[0; 4 * 353], &mut out), Err(DecodeError::TooLong));
+    }
+
+    #[test]
+    fn verbatim_alac_without_end_tag() {
+        // Header: CPE, instance 0, 12 unused bits, has_size, shift 0, escape; then a
+        // 32-bit frame count and the samples, as PulseAudio writes them.
+        let samples: Vec<i16> = (0..8).map(|i| (i * 4097 - 16000) as i16).collect();
+        let mut bits: Vec<u8> = Vec::new();
+        let mut push = |v: u32, n: usize| {
+            for i in (0..n).rev() {
+                bits.push(((v >> i) & 1) as u8);
+            }
+        };
+        push(1, 3);
+        push(0, 4);
+        push(0, 12);
+        push(1, 1);
+        push(0, 2);
+        push(1, 1);
+        push(4, 32);
+        for s in &samples {
+            push(*s as u16 as u32, 16);
+        }
+        let bytes: Vec<u8> = bits
+            .chunks(8)
+            .map(|c| c.iter().enumerate().fold(0u8, |a, (i, b)| a | b << (7 - i)))
+            .collect();
+        let fmt = StreamFormat {
+            codec: Codec::Alac {
+                fmtp: "352 0 16 40 10 14 2 255 0 0 44100".into(),
+            },
+            frames_per_packet: 352,
+        };
+        let mut d = Decoder::new(&fmt).unwrap();
+        let mut out = [0i16; MAX_SAMPLES_PER_PACKET];
+        assert_eq!(d.decode(&bytes, &mut out), Ok(4));
+        assert_eq!(&out[..8], &samples[..]);
+        // Truncated: refused, not misread.
+        assert_eq!(
+            d.decode(&bytes[..bytes.len() - 2], &mut out),
+            Err(DecodeError::Corrupt)
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ mod control;
 mod timing;
 
 pub use audio::{AudioPacket, AudioRepr, RetransmitPacket};
-pub use control::{ResendRequest, SyncPacket, SyncRepr};
-pub use timing::{TimingPacket, TimingRepr};
+pub use control::{ResendRequest, SyncPacket, SyncRepr, RESEND_LEN, SYNC_LEN};
+pub use timing::{TimingPacket, TimingRepr, TIMING_LEN};
 
 /// Payload types RAOP uses in byte 1 (without the marker bit).
 pub mod payload_type {

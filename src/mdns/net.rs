@@ -1,0 +1,399 @@
+//! The network edge of the responder: interface discovery, the port 5353 socket and the async
+//! loop that feeds [`Responder`] from the smol reactor thread.
+//!
+//! IPv4 only: every AirPlay 1 sender browses over IPv4, and one socket keeps the footprint small.
+
+use super::responder::{Responder, Transmit, MDNS_GROUP_V4, MDNS_PORT};
+use super::Service;
+use async_io::{Async, Timer};
+use futures_lite::future;
+use std::ffi::CStr;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::pin;
+use std::time::{Duration, Instant};
+
+/// How often the interface list is read again when the interfaces were chosen automatically:
+/// a router's LAN or a client's DHCP address may come up after the daemon.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Biggest mDNS message we accept (RFC 6762 section 17 allows up to 9000 bytes).
+const MAX_PACKET: usize = 9000;
+
+/// An IPv4 interface that mDNS runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Kernel name, e.g. `br-lan`.
+    pub name: String,
+    /// Kernel interface index (used for the multicast membership and outgoing interface).
+    pub index: u32,
+    /// Its (first) IPv4 address.
+    pub addr: Ipv4Addr,
+}
+
+/// IPv4 interfaces that are up and multicast-capable, one entry per interface (its first
+/// address). Loopback is included only when nothing else qualifies, so that a speaker on a
+/// real network never publishes 127.0.0.1, while a loopback-only test namespace still works.
+pub fn interfaces() -> io::Result<Vec<Interface>> {
+    let mut list: Vec<(Interface, bool)> = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list returned by getifaddrs, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of at least sa_family.
+        let family = unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int;
+        if family != libc::AF_INET {
+            continue;
+        }
+        let flags = ifa.ifa_flags;
+        if flags & libc::IFF_UP as u32 == 0 || flags & libc::IFF_MULTICAST as u32 == 0 {
+            continue;
+        }
+        // SAFETY: family is AF_INET, so the address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let cname = unsafe { CStr::from_ptr(ifa.ifa_name) };
+        // SAFETY: cname is a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        if index == 0 {
+            continue;
+        }
+        let name = cname.to_string_lossy().into_owned();
+        if list.iter().any(|(i, _)| i.index == index) {
+            continue;
+        }
+        let loopback = flags & libc::IFF_LOOPBACK as u32 != 0;
+        list.push((Interface { name, index, addr }, loopback));
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    let any_real = list.iter().any(|(_, lo)| !lo);
+    Ok(list
+        .into_iter()
+        .filter(|(_, lo)| !any_real || !lo)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// The IPv4 addresses of [`interfaces`], ready for [`Service::addrs`].
+pub fn local_ipv4_addrs() -> io::Result<Vec<IpAddr>> {
+    Ok(interfaces()?
+        .into_iter()
+        .map(|i| IpAddr::V4(i.addr))
+        .collect())
+}
+
+/// The MAC address to publish and to use in the RAOP `Apple-Response`.
+///
+/// Taken from the interface of the IPv4 default route when there is one (that is the board's
+/// "own" address as the network sees it), otherwise from the first interface, by name, that is
+/// up and not loopback. Returns `None` when no interface has a non-zero MAC (for example in a
+/// loopback-only network namespace); callers then pick a fixed locally administered address.
+pub fn mac_of_default_interface() -> Option<[u8; 6]> {
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let default_if = route.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let name = f.next()?;
+        (f.next()? == "00000000").then(|| name.to_string())
+    });
+    if let Some(mac) = default_if.as_deref().and_then(read_mac) {
+        return Some(mac);
+    }
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|n| {
+        let flags = std::fs::read_to_string(format!("/sys/class/net/{n}/flags")).ok()?;
+        let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok()?;
+        let up = flags & libc::IFF_UP as u32 != 0;
+        let lo = flags & libc::IFF_LOOPBACK as u32 != 0;
+        if up && !lo {
+            read_mac(&n)
+        } else {
+            None
+        }
+    })
+}
+
+fn read_mac(ifname: &str) -> Option<[u8; 6]> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address")).ok()?;
+    parse_mac(s.trim()).filter(|m| *m != [0; 6])
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in mac.iter_mut() {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Publishes `service` until `shutdown` resolves, then sends the goodbye and returns.
+///
+/// `ifaces` chooses the interfaces to run on; empty means all of [`interfaces`], read again
+/// every 30 s. When `service.addrs` is empty the published addresses follow those interfaces;
+/// otherwise they are published as given.
+///
+/// Errors only when the socket cannot be set up; per-packet errors are logged and survived.
+pub async fn run(
+    mut service: Service,
+    ifaces: Vec<Interface>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let auto_ifaces = ifaces.is_empty();
+    let auto_addrs = service.addrs.is_empty();
+    let mut joined = if auto_ifaces { interfaces()? } else { ifaces };
+    if auto_addrs {
+        service.addrs = joined.iter().map(|i| IpAddr::V4(i.addr)).collect();
+    }
+    let sock = open_socket()?;
+    for i in &joined {
+        join(sock.as_raw_fd(), i, true);
+    }
+    if joined.is_empty() {
+        log::warn!("mdns: no multicast-capable IPv4 interface yet");
+    }
+    let mut responder = Responder::new(service, Instant::now());
+    let mut shutdown = pin!(shutdown);
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut next_scan = auto_ifaces.then(|| Instant::now() + RESCAN_INTERVAL);
+
+    enum Event {
+        Recv(io::Result<(usize, SocketAddr)>),
+        Timer,
+        Shutdown,
+    }
+    loop {
+        flush(&sock, &joined, &mut responder).await;
+        let deadline = match (responder.poll_timeout(), next_scan) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let stop = async {
+            shutdown.as_mut().await;
+            Event::Shutdown
+        };
+        let recv = async { Event::Recv(sock.recv_from(&mut buf).await) };
+        let timer = async {
+            match deadline {
+                Some(t) => {
+                    Timer::at(t).await;
+                }
+                None => future::pending::<()>().await,
+            }
+            Event::Timer
+        };
+        match future::or(stop, future::or(recv, timer)).await {
+            Event::Shutdown => break,
+            Event::Recv(Ok((n, src))) => responder.handle_input(Instant::now(), src, &buf[..n]),
+            Event::Recv(Err(e)) => {
+                log::debug!("mdns: receive failed: {e}");
+                // A persistent error must not turn the loop into a busy spin.
+                Timer::after(Duration::from_millis(100)).await;
+            }
+            Event::Timer => {
+                let now = Instant::now();
+                responder.handle_timeout(now);
+                if next_scan.is_some_and(|t| t <= now) {
+                    next_scan = Some(now + RESCAN_INTERVAL);
+                    rescan(&sock, &mut joined, &mut responder, auto_addrs, now);
+                }
+            }
+        }
+    }
+    responder.shutdown();
+    flush(&sock, &joined, &mut responder).await;
+    Ok(())
+}
+
+/// Follows interfaces coming and going: joins the group on new ones, leaves vanished ones and,
+/// when the addresses are automatic, republishes them.
+fn rescan(
+    sock: &Async<UdpSocket>,
+    joined: &mut Vec<Interface>,
+    responder: &mut Responder,
+    auto_addrs: bool,
+    now: Instant,
+) {
+    let current = match interfaces() {
+        Ok(c) => c,
+        Err(e) => {
+            log::debug!("mdns: cannot list interfaces: {e}");
+            return;
+        }
+    };
+    if current == *joined {
+        return;
+    }
+    let fd = sock.as_raw_fd();
+    for old in joined.iter().filter(|i| !current.contains(i)) {
+        join(fd, old, false);
+    }
+    for new in current.iter().filter(|i| !joined.contains(i)) {
+        join(fd, new, true);
+    }
+    *joined = current;
+    if auto_addrs {
+        responder.set_addresses(now, joined.iter().map(|i| IpAddr::V4(i.addr)).collect());
+    }
+}
+
+async fn flush(sock: &Async<UdpSocket>, joined: &[Interface], responder: &mut Responder) {
+    while let Some(Transmit { dst, payload }) = responder.poll_output(Instant::now()) {
+        if dst == MDNS_GROUP_V4 && !joined.is_empty() {
+            // One copy per interface: the kernel would otherwise send multicast out of the
+            // default-route interface only.
+            for i in joined {
+                set_multicast_if(sock.as_raw_fd(), i);
+                send(sock, &payload, dst).await;
+            }
+        } else {
+            send(sock, &payload, dst).await;
+        }
+    }
+}
+
+async fn send(sock: &Async<UdpSocket>, payload: &[u8], dst: SocketAddr) {
+    if let Err(e) = sock.send_to(payload, dst).await {
+        log::debug!("mdns: send to {dst} failed: {e}");
+    }
+}
+
+/// The shared port 5353 socket: SO_REUSEADDR/SO_REUSEPORT before bind so that a system mDNS
+/// daemon or a browser on the same host can bind it too; TTL 255 as RFC 6762 section 11
+/// requires; multicast loopback on so that local browsers and responders see our packets.
+fn open_socket() -> io::Result<Async<UdpSocket>> {
+    // SAFETY: plain socket(2) call; the result is checked and owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one)?;
+    if let Err(e) = setsockopt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, &one) {
+        log::debug!("mdns: SO_REUSEPORT unavailable: {e}");
+    }
+    let ttl: libc::c_int = 255;
+    setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &ttl)?;
+    setsockopt(raw, libc::IPPROTO_IP, libc::IP_TTL, &ttl)?;
+    setsockopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &one)?;
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: MDNS_PORT.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a valid sockaddr_in and its size is passed along.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Async::new(UdpSocket::from(fd))
+}
+
+fn mreqn(i: &Interface) -> libc::ip_mreqn {
+    libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr {
+            s_addr: u32::from(Ipv4Addr::new(224, 0, 0, 251)).to_be(),
+        },
+        imr_address: libc::in_addr {
+            s_addr: u32::from(i.addr).to_be(),
+        },
+        imr_ifindex: i.index as libc::c_int,
+    }
+}
+
+fn join(fd: RawFd, i: &Interface, add: bool) {
+    let opt = if add {
+        libc::IP_ADD_MEMBERSHIP
+    } else {
+        libc::IP_DROP_MEMBERSHIP
+    };
+    match setsockopt(fd, libc::IPPROTO_IP, opt, &mreqn(i)) {
+        Ok(()) => log::debug!(
+            "mdns: {} 224.0.0.251 on {}",
+            if add { "joined" } else { "left" },
+            i.name
+        ),
+        // Already a member (or already gone): nothing to do.
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {}
+        Err(e) => log::warn!("mdns: membership change on {} failed: {e}", i.name),
+    }
+}
+
+fn set_multicast_if(fd: RawFd, i: &Interface) {
+    if let Err(e) = setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreqn(i)) {
+        log::debug!("mdns: cannot select {} for sending: {e}", i.name);
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live T whose exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            val as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("00:1a:2b:3c:4d:5e"),
+            Some([0, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e])
+        );
+        assert_eq!(parse_mac("00:1a:2b:3c:4d"), None);
+        assert_eq!(parse_mac("00:1a:2b:3c:4d:5e:6f"), None);
+        assert_eq!(parse_mac("zz:1a:2b:3c:4d:5e"), None);
+        assert_eq!(parse_mac(""), None);
+    }
+
+    #[test]
+    fn interface_listing_does_not_fail() {
+        let list = interfaces().expect("getifaddrs");
+        for i in &list {
+            assert!(i.index > 0);
+            assert!(!i.name.is_empty());
+        }
+        let addrs = local_ipv4_addrs().expect("addresses");
+        assert_eq!(addrs.len(), list.len());
+    }
+}

@@ -1,0 +1,852 @@
+//! Sans-IO mDNS responder for one DNS-SD service.
+//!
+//! Everything time-dependent takes `now` from the caller, and every packet goes out through
+//! [`Responder::poll_output`], so the whole RFC 6762 behaviour (probe, rename, announce, answer,
+//! goodbye) can be driven by a fake clock in tests and by [`super::run`] on the real network.
+
+use super::{default_hostname, hex_mac, Service};
+use simple_dns::rdata::{RData, A, AAAA, PTR, SRV, TXT};
+use simple_dns::{
+    CharacterString, Label, Name, Packet, PacketFlag, Question, ResourceRecord, CLASS, OPCODE,
+    QCLASS, QTYPE, RCODE, TYPE,
+};
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// The mDNS UDP port. Packets from any other source port are legacy unicast queries.
+pub const MDNS_PORT: u16 = 5353;
+/// The IPv4 mDNS group and port that multicast packets go to.
+pub const MDNS_GROUP_V4: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251)), MDNS_PORT);
+
+const SERVICE_TYPE: &str = "_raop._tcp.local";
+/// DNS-SD service type enumeration (RFC 6763 section 9): lets "browse everything" tools see us.
+const META_QUERY: &str = "_services._dns-sd._udp.local";
+
+/// RFC 6762 section 10: records naming a host (SRV, A, AAAA) live 120 s, others 75 minutes.
+const TTL_HOST: u32 = 120;
+const TTL_OTHER: u32 = 4500;
+/// RFC 6762 section 6.7: legacy unicast answers must not be cached for longer than 10 s.
+const LEGACY_TTL_CAP: u32 = 10;
+
+const PROBE_COUNT: u8 = 3;
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// RFC 6762 section 8.1: wait a random 0-250 ms before the first probe so that devices powered
+/// on together do not probe in lock step.
+const PROBE_MAX_INITIAL_DELAY_MS: u64 = 250;
+const ANNOUNCE_COUNT: u8 = 2;
+const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// RFC 6762 section 8.2: the loser of a simultaneous probe tie-break waits 1 s and probes again.
+const TIEBREAK_LOSS_DELAY: Duration = Duration::from_secs(1);
+/// RFC 6762 section 8.1: after 15 conflicts within 10 s, wait 5 s between probe rounds.
+const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
+const CONFLICT_BURST: usize = 15;
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A DNS label holds at most 63 bytes: the instance label is `AABBCCDDEEFF@` (13 bytes), the
+/// speaker name and a rename suffix such as ` (123)`. Longer names are cut at a character
+/// boundary so that the label always fits.
+const MAX_NAME_BYTES: usize = 63 - 13 - 6;
+
+/// One datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// [`MDNS_GROUP_V4`] for multicast, otherwise the unicast destination.
+    pub dst: SocketAddr,
+    /// The DNS message.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `sent` probes have gone out; the next timer sends another or, after the last, announces.
+    Probing {
+        sent: u8,
+    },
+    /// `sent` announcements have gone out. Queries are answered from here on.
+    Announcing {
+        sent: u8,
+    },
+    Running,
+    /// After [`Responder::shutdown`]: silent for good.
+    Stopped,
+}
+
+/// Which of our unique names a record is about: they conflict and get renamed independently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Instance,
+    Host,
+}
+
+/// The records this responder owns, by role. Resource records are built from these on demand
+/// so that renames and address changes never leave a stale copy behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rec {
+    /// `_services._dns-sd._udp.local PTR _raop._tcp.local` (shared).
+    Meta,
+    /// `_raop._tcp.local PTR <instance>` (shared).
+    Ptr,
+    /// `<instance> SRV 0 0 <port> <host>` (unique).
+    Srv,
+    /// `<instance> TXT …` (unique).
+    Txt,
+    /// `<host> A|AAAA <addr>` (unique).
+    Addr(IpAddr),
+}
+
+impl Rec {
+    fn is_unique(self) -> bool {
+        !matches!(self, Rec::Meta | Rec::Ptr)
+    }
+}
+
+/// The names we answer for, rebuilt whenever one of them changes.
+struct Names {
+    meta: Name<'static>,
+    service_type: Name<'static>,
+    instance: Name<'static>,
+    host: Name<'static>,
+}
+
+/// RFC 6762 responder for one `_raop._tcp` service.
+///
+/// Lifecycle: probe the instance and host names three times 250 ms apart, rename on conflict,
+/// announce twice 1 s apart, then answer queries until [`Responder::shutdown`] queues the
+/// goodbye packet. Drive it with [`handle_input`](Self::handle_input) for every received
+/// datagram, [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+/// expires, and send whatever [`poll_output`](Self::poll_output) yields.
+pub struct Responder {
+    mac: [u8; 6],
+    port: u16,
+    txt: Vec<(String, String)>,
+    addrs: Vec<IpAddr>,
+    base_name: String,
+    /// 1 = the configured name; n > 1 = `Name (n)`.
+    name_number: u32,
+    host_base: String,
+    /// 1 = the configured host name; n > 1 = `host-n`.
+    host_number: u32,
+    names: Names,
+    phase: Phase,
+    next: Option<Instant>,
+    out: VecDeque<Transmit>,
+    recent_conflicts: VecDeque<Instant>,
+}
+
+impl Responder {
+    /// A responder that starts probing within 250 ms of `now`.
+    pub fn new(service: Service, now: Instant) -> Self {
+        Self::with_seed(service, now, random_u64())
+    }
+
+    /// Like [`Responder::new`] with the random start delay derived from `seed`, for
+    /// reproducible runs.
+    pub fn with_seed(service: Service, now: Instant, seed: u64) -> Self {
+        let base_name = clean_name(&service.instance_name);
+        let host_base = clean_host(&service.hostname, service.mac);
+        let mut addrs = Vec::new();
+        for a in service.addrs {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+        let names = Names {
+            meta: dotted(META_QUERY),
+            service_type: dotted(SERVICE_TYPE),
+            instance: Name::new_with_labels(&[]),
+            host: Name::new_with_labels(&[]),
+        };
+        let mut r = Self {
+            mac: service.mac,
+            port: service.port,
+            txt: service.txt,
+            addrs,
+            base_name,
+            name_number: 1,
+            host_base,
+            host_number: 1,
+            names,
+            phase: Phase::Probing { sent: 0 },
+            next: Some(now + Duration::from_millis(splitmix(seed) % PROBE_MAX_INITIAL_DELAY_MS)),
+            out: VecDeque::new(),
+            recent_conflicts: VecDeque::new(),
+        };
+        r.refresh_names();
+        r
+    }
+
+    /// The full instance label in use now, `AABBCCDDEEFF@Name` or `AABBCCDDEEFF@Name (2)` after
+    /// a rename.
+    pub fn current_instance(&self) -> String {
+        format!("{}@{}", hex_mac(self.mac, true), self.current_name())
+    }
+
+    /// The speaker name part of [`current_instance`](Self::current_instance).
+    pub fn current_name(&self) -> String {
+        if self.name_number <= 1 {
+            self.base_name.clone()
+        } else {
+            format!("{} ({})", self.base_name, self.name_number)
+        }
+    }
+
+    /// The host name in use now, with the `.local` suffix.
+    pub fn current_hostname(&self) -> String {
+        if self.host_number <= 1 {
+            format!("{}.local", self.host_base)
+        } else {
+            format!("{}-{}.local", self.host_base, self.host_number)
+        }
+    }
+
+    /// True once probing has succeeded and the records are being announced or answered.
+    pub fn is_announced(&self) -> bool {
+        matches!(self.phase, Phase::Announcing { .. } | Phase::Running)
+    }
+
+    /// Feed one received datagram. Anything that does not parse as a DNS message is dropped.
+    pub fn handle_input(&mut self, now: Instant, src: SocketAddr, packet: &[u8]) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        let msg = match Packet::parse(packet) {
+            Ok(m) => m,
+            Err(e) => {
+                log::trace!("mdns: dropping unparsable packet from {src}: {e}");
+                return;
+            }
+        };
+        // RFC 6762 section 18.3 and 18.11: other opcodes and non-zero rcodes are ignored.
+        if msg.opcode() != OPCODE::StandardQuery || msg.rcode() != RCODE::NoError {
+            return;
+        }
+        if msg.has_flags(PacketFlag::RESPONSE) {
+            // RFC 6762 section 11: responses not from port 5353 are not mDNS responses.
+            if src.port() == MDNS_PORT {
+                self.handle_response(now, &msg);
+            }
+        } else {
+            self.handle_query(now, src, &msg);
+        }
+    }
+
+    /// The next packet to send, if any. Timers due at `now` are fired first, so a caller that
+    /// only polls still makes progress.
+    pub fn poll_output(&mut self, now: Instant) -> Option<Transmit> {
+        self.handle_timeout(now);
+        self.out.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) wants to run next; `None` when idle.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Fire the probe and announcement timers that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(due) = self.next {
+            if due > now {
+                break;
+            }
+            match self.phase {
+                Phase::Probing { sent } if sent < PROBE_COUNT => {
+                    self.send_probe(sent == 0);
+                    self.phase = Phase::Probing { sent: sent + 1 };
+                    self.next = Some(now + PROBE_INTERVAL);
+                }
+                Phase::Probing { .. } | Phase::Announcing { .. } => {
+                    let sent = match self.phase {
+                        Phase::Announcing { sent } => sent,
+                        _ => {
+                            log::info!(
+                                "mdns: announcing {}._raop._tcp.local on {}",
+                                self.current_instance(),
+                                self.current_hostname()
+                            );
+                            0
+                        }
+                    };
+                    self.send_announcement();
+                    if sent + 1 >= ANNOUNCE_COUNT {
+                        self.phase = Phase::Running;
+                        self.next = None;
+                    } else {
+                        self.phase = Phase::Announcing { sent: sent + 1 };
+                        self.next = Some(now + ANNOUNCE_INTERVAL);
+                    }
+                }
+                Phase::Running | Phase::Stopped => self.next = None,
+            }
+        }
+    }
+
+    /// Replace the published addresses. Once announced, the old addresses get a goodbye and the
+    /// new set is announced again, so that browsers do not keep connecting to a dead address.
+    pub fn set_addresses(&mut self, now: Instant, addrs: Vec<IpAddr>) {
+        let mut new = Vec::new();
+        for a in addrs {
+            if !new.contains(&a) {
+                new.push(a);
+            }
+        }
+        if new == self.addrs {
+            return;
+        }
+        let removed: Vec<Rec> = self
+            .addrs
+            .iter()
+            .filter(|a| !new.contains(a))
+            .map(|a| Rec::Addr(*a))
+            .collect();
+        log::info!("mdns: addresses changed to {new:?}");
+        if self.is_announced() {
+            if !removed.is_empty() {
+                let goodbyes: Vec<_> = removed
+                    .iter()
+                    .map(|r| self.record(*r, Ttl::Zero, false))
+                    .collect();
+                self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), goodbyes, Vec::new());
+            }
+            self.addrs = new;
+            self.phase = Phase::Announcing { sent: 0 };
+            self.next = Some(now);
+        } else {
+            // Not yet announced: the next probes simply carry the new set.
+            self.addrs = new;
+        }
+    }
+
+    /// Stop answering and queue the goodbye packet (every record with TTL 0), so browsers drop
+    /// the speaker at once instead of when the TTL runs out. Drain
+    /// [`poll_output`](Self::poll_output) afterwards.
+    pub fn shutdown(&mut self) {
+        if self.is_announced() {
+            // The `_services._dns-sd._udp` PTR is left to expire: another service of the same
+            // type on this host may still need it, and a cache drops the entry for the type by
+            // itself once no instance is left.
+            let recs: Vec<ResourceRecord<'static>> = self
+                .all_recs()
+                .into_iter()
+                .filter(|r| *r != Rec::Meta)
+                .map(|r| self.record(r, Ttl::Zero, false))
+                .collect();
+            log::info!("mdns: goodbye for {}", self.current_instance());
+            self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), recs, Vec::new());
+        }
+        self.phase = Phase::Stopped;
+        self.next = None;
+    }
+
+    // ----- incoming -----
+
+    fn handle_query(&mut self, now: Instant, src: SocketAddr, msg: &Packet) {
+        match self.phase {
+            Phase::Probing { .. } => {
+                self.check_probe_tiebreak(now, msg);
+                return;
+            }
+            Phase::Stopped => return,
+            Phase::Announcing { .. } | Phase::Running => {}
+        }
+        let legacy = src.port() != MDNS_PORT;
+        // A probe (a query with proposed records in the authority section) is defended by
+        // multicast, and so is a QU query from this very host: unicast to port 5353 on the
+        // same host reaches only one of the sockets sharing that port, maybe not the asker.
+        let multicast_only = !msg.name_servers.is_empty() || self.is_local(src.ip());
+        let mut multicast = Vec::new();
+        let mut unicast = Vec::new();
+        for q in &msg.questions {
+            let unicast_q = legacy || (q.unicast_response && !multicast_only);
+            for rec in self.answers_for(q) {
+                if self.is_known_answer(msg, rec) {
+                    continue;
+                }
+                let list = if unicast_q {
+                    &mut unicast
+                } else {
+                    &mut multicast
+                };
+                if !list.contains(&rec) {
+                    list.push(rec);
+                }
+            }
+        }
+        if legacy {
+            if !unicast.is_empty() {
+                let (answers, additional) = self.build_answers(&unicast, msg, true);
+                let questions = msg
+                    .questions
+                    .iter()
+                    .map(|q| q.clone().into_owned())
+                    .collect();
+                log::debug!("mdns: legacy unicast answer to {src}");
+                self.queue_response(src, msg.id(), questions, answers, additional);
+            }
+            return;
+        }
+        // What goes out by multicast reaches the asker anyway.
+        unicast.retain(|r| !multicast.contains(r));
+        if !multicast.is_empty() {
+            let (answers, additional) = self.build_answers(&multicast, msg, false);
+            log::debug!("mdns: multicast answer to a query from {src}");
+            self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), answers, additional);
+        }
+        if !unicast.is_empty() {
+            let (answers, additional) = self.build_answers(&unicast, msg, false);
+            log::debug!("mdns: unicast answer to {src}");
+            self.queue_response(src, 0, Vec::new(), answers, additional);
+        }
+    }
+
+    /// RFC 6762 section 8.2: two hosts probing for the same name at once compare their
+    /// proposed records; the lexicographically later set wins and the other probes again later.
+    fn check_probe_tiebreak(&mut self, now: Instant, msg: &Packet) {
+        if msg.name_servers.is_empty() {
+            return;
+        }
+        for owner in [Owner::Instance, Owner::Host] {
+            let name = self.owner_name(owner);
+            let mut theirs: Vec<_> = msg
+                .name_servers
+                .iter()
+                .filter(|r| r.name == *name)
+                .map(tiebreak_key)
+                .collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            let mut ours: Vec<_> = self
+                .owner_recs(owner)
+                .into_iter()
+                .map(|r| tiebreak_key(&self.record(r, Ttl::Full, false)))
+                .collect();
+            if ours.is_empty() {
+                continue;
+            }
+            theirs.sort();
+            ours.sort();
+            if theirs > ours {
+                log::info!(
+                    "mdns: lost simultaneous probe for {owner:?} name; probing again in 1 s"
+                );
+                self.phase = Phase::Probing { sent: 0 };
+                self.next = Some(now + TIEBREAK_LOSS_DELAY);
+                return;
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, msg: &Packet) {
+        let conflict = msg
+            .answers
+            .iter()
+            .chain(msg.additional_records.iter())
+            .find_map(|rr| self.conflicting_owner(rr));
+        if let Some(owner) = conflict {
+            self.on_conflict(now, owner);
+        }
+    }
+
+    /// A record from someone else that claims one of our unique names with data we do not
+    /// publish (RFC 6762 section 9). Identical records are no conflict: another responder on
+    /// the same host may legitimately publish the same address.
+    fn conflicting_owner(&self, rr: &ResourceRecord) -> Option<Owner> {
+        if rr.ttl == 0 {
+            return None;
+        }
+        let owner = if rr.name == self.names.instance {
+            Owner::Instance
+        } else if rr.name == self.names.host {
+            Owner::Host
+        } else {
+            return None;
+        };
+        let ours = self.owner_recs(owner);
+        if ours.is_empty() {
+            return None;
+        }
+        let same = ours
+            .into_iter()
+            .any(|r| self.record(r, Ttl::Full, false).rdata == rr.rdata);
+        (!same).then_some(owner)
+    }
+
+    fn on_conflict(&mut self, now: Instant, owner: Owner) {
+        while let Some(t) = self.recent_conflicts.front() {
+            if now.saturating_duration_since(*t) > CONFLICT_WINDOW {
+                self.recent_conflicts.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.recent_conflicts.push_back(now);
+        let delay = if self.recent_conflicts.len() > CONFLICT_BURST {
+            CONFLICT_BACKOFF
+        } else {
+            Duration::ZERO
+        };
+        match self.phase {
+            Phase::Probing { .. } => {
+                let old = match owner {
+                    Owner::Instance => self.current_instance(),
+                    Owner::Host => self.current_hostname(),
+                };
+                match owner {
+                    Owner::Instance => self.name_number += 1,
+                    Owner::Host => self.host_number += 1,
+                }
+                self.refresh_names();
+                let new = match owner {
+                    Owner::Instance => self.current_instance(),
+                    Owner::Host => self.current_hostname(),
+                };
+                log::warn!("mdns: name conflict: {old} is taken, trying {new}");
+            }
+            Phase::Announcing { .. } | Phase::Running => {
+                // RFC 6762 section 9: re-probe with the same name; if the other side defends it
+                // during probing, the rename happens then.
+                log::warn!("mdns: conflicting record seen for our {owner:?} name; probing again");
+            }
+            Phase::Stopped => return,
+        }
+        self.phase = Phase::Probing { sent: 0 };
+        self.next = Some(now + delay);
+    }
+
+    // ----- records -----
+
+    fn refresh_names(&mut self) {
+        let label = self.current_instance();
+        self.names.instance = Name::new_with_labels(&[
+            Label::new_unchecked(label.into_bytes()),
+            Label::new_unchecked(&b"_raop"[..]),
+            Label::new_unchecked(&b"_tcp"[..]),
+            Label::new_unchecked(&b"local"[..]),
+        ]);
+        self.names.host = dotted(&self.current_hostname());
+    }
+
+    fn owner_name(&self, owner: Owner) -> &Name<'static> {
+        match owner {
+            Owner::Instance => &self.names.instance,
+            Owner::Host => &self.names.host,
+        }
+    }
+
+    fn owner_recs(&self, owner: Owner) -> Vec<Rec> {
+        match owner {
+            Owner::Instance => vec![Rec::Srv, Rec::Txt],
+            Owner::Host => self.addrs.iter().map(|a| Rec::Addr(*a)).collect(),
+        }
+    }
+
+    fn all_recs(&self) -> Vec<Rec> {
+        let mut v = vec![Rec::Meta, Rec::Ptr, Rec::Srv, Rec::Txt];
+        v.extend(self.addrs.iter().map(|a| Rec::Addr(*a)));
+        v
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.addrs.contains(&ip)
+    }
+
+    fn answers_for(&self, q: &Question) -> Vec<Rec> {
+        if !matches!(q.qclass, QCLASS::ANY | QCLASS::CLASS(CLASS::IN)) {
+            return Vec::new();
+        }
+        let wants = |t: TYPE| matches!(q.qtype, QTYPE::ANY) || q.qtype == QTYPE::TYPE(t);
+        let n = &q.qname;
+        if *n == self.names.meta {
+            if wants(TYPE::PTR) {
+                return vec![Rec::Meta];
+            }
+        } else if *n == self.names.service_type {
+            if wants(TYPE::PTR) {
+                return vec![Rec::Ptr];
+            }
+        } else if *n == self.names.instance {
+            let mut v = Vec::new();
+            if wants(TYPE::SRV) {
+                v.push(Rec::Srv);
+            }
+            if wants(TYPE::TXT) {
+                v.push(Rec::Txt);
+            }
+            return v;
+        } else if *n == self.names.host {
+            return self
+                .addrs
+                .iter()
+                .filter(|a| match a {
+                    IpAddr::V4(_) => wants(TYPE::A),
+                    IpAddr::V6(_) => wants(TYPE::AAAA),
+                })
+                .map(|a| Rec::Addr(*a))
+                .collect();
+        }
+        Vec::new()
+    }
+
+    /// RFC 6762 section 7.1: a record that the querier lists as already known, with at least
+    /// half of its TTL left, is not sent again.
+    fn is_known_answer(&self, query: &Packet, rec: Rec) -> bool {
+        let ours = self.record(rec, Ttl::Full, false);
+        query
+            .answers
+            .iter()
+            .any(|ka| ka.name == ours.name && ka.rdata == ours.rdata && ka.ttl >= ours.ttl / 2)
+    }
+
+    /// Answer records plus the additional records RFC 6763 section 12 recommends (SRV, TXT and
+    /// addresses with a PTR; addresses with an SRV), minus what the querier already knows.
+    fn build_answers(
+        &self,
+        recs: &[Rec],
+        query: &Packet,
+        legacy: bool,
+    ) -> (Vec<ResourceRecord<'static>>, Vec<ResourceRecord<'static>>) {
+        let mut extra: Vec<Rec> = Vec::new();
+        let addr_recs = || self.addrs.iter().map(|a| Rec::Addr(*a));
+        for r in recs {
+            let more: Vec<Rec> = match r {
+                Rec::Ptr => [Rec::Srv, Rec::Txt]
+                    .into_iter()
+                    .chain(addr_recs())
+                    .collect(),
+                Rec::Srv => addr_recs().collect(),
+                _ => Vec::new(),
+            };
+            for m in more {
+                if !recs.contains(&m) && !extra.contains(&m) && !self.is_known_answer(query, m) {
+                    extra.push(m);
+                }
+            }
+        }
+        let ttl = if legacy { Ttl::Legacy } else { Ttl::Full };
+        // Legacy resolvers do not know the cache-flush bit (it would read as a class).
+        let flush = !legacy;
+        let answers = recs.iter().map(|r| self.record(*r, ttl, flush)).collect();
+        let additional = extra.iter().map(|r| self.record(*r, ttl, flush)).collect();
+        (answers, additional)
+    }
+
+    fn record(&self, rec: Rec, ttl: Ttl, flush: bool) -> ResourceRecord<'static> {
+        let (name, full_ttl, rdata) = match rec {
+            Rec::Meta => (
+                self.names.meta.clone(),
+                TTL_OTHER,
+                RData::PTR(PTR(self.names.service_type.clone())),
+            ),
+            Rec::Ptr => (
+                self.names.service_type.clone(),
+                TTL_OTHER,
+                RData::PTR(PTR(self.names.instance.clone())),
+            ),
+            Rec::Srv => (
+                self.names.instance.clone(),
+                TTL_HOST,
+                RData::SRV(SRV {
+                    priority: 0,
+                    weight: 0,
+                    port: self.port,
+                    target: self.names.host.clone(),
+                }),
+            ),
+            Rec::Txt => (
+                self.names.instance.clone(),
+                TTL_OTHER,
+                RData::TXT(self.txt_rdata()),
+            ),
+            Rec::Addr(IpAddr::V4(a)) => (self.names.host.clone(), TTL_HOST, RData::A(A::from(a))),
+            Rec::Addr(IpAddr::V6(a)) => (
+                self.names.host.clone(),
+                TTL_HOST,
+                RData::AAAA(AAAA::from(a)),
+            ),
+        };
+        let ttl = match ttl {
+            Ttl::Full => full_ttl,
+            Ttl::Legacy => full_ttl.min(LEGACY_TTL_CAP),
+            Ttl::Zero => 0,
+        };
+        ResourceRecord::new(name, CLASS::IN, ttl, rdata).with_cache_flush(flush && rec.is_unique())
+    }
+
+    fn txt_rdata(&self) -> TXT<'static> {
+        let mut txt = TXT::new();
+        for (k, v) in &self.txt {
+            match CharacterString::try_from(format!("{k}={v}")) {
+                Ok(s) => txt.add_char_string(s),
+                Err(_) => log::warn!("mdns: TXT entry {k} too long, left out"),
+            }
+        }
+        if txt.iter_raw().next().is_none() {
+            // RFC 6763 section 6.1: an empty TXT record is a single empty string.
+            if let Ok(s) = CharacterString::new(&b""[..]) {
+                txt.add_char_string(s.into_owned());
+            }
+        }
+        txt
+    }
+
+    // ----- outgoing -----
+
+    /// `first`: only the first probe asks for unicast replies (QU). A unicast reply to port
+    /// 5353 reaches just one of the sockets sharing that port on a host that runs several
+    /// mDNS stacks (RFC 6762 section 15.1), so a defence answered to a QU probe may never get
+    /// here; the later probes are QM and their defences come by multicast.
+    fn send_probe(&mut self, first: bool) {
+        let mut p = Packet::new_query(0);
+        let mut authority = Vec::new();
+        for owner in [Owner::Instance, Owner::Host] {
+            let recs = self.owner_recs(owner);
+            if recs.is_empty() {
+                continue;
+            }
+            p.questions.push(Question::new(
+                self.owner_name(owner).clone(),
+                QTYPE::ANY,
+                QCLASS::CLASS(CLASS::IN),
+                first,
+            ));
+            authority.extend(recs.into_iter().map(|r| self.record(r, Ttl::Full, false)));
+        }
+        p.name_servers = authority;
+        log::debug!("mdns: probing for {}", self.current_instance());
+        self.queue_packet(MDNS_GROUP_V4, &p);
+    }
+
+    fn send_announcement(&mut self) {
+        let recs = self
+            .all_recs()
+            .into_iter()
+            .map(|r| self.record(r, Ttl::Full, true))
+            .collect();
+        self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), recs, Vec::new());
+    }
+
+    fn queue_response(
+        &mut self,
+        dst: SocketAddr,
+        id: u16,
+        questions: Vec<Question<'static>>,
+        answers: Vec<ResourceRecord<'static>>,
+        additional: Vec<ResourceRecord<'static>>,
+    ) {
+        let mut p = Packet::new_reply(id);
+        p.set_flags(PacketFlag::AUTHORITATIVE_ANSWER);
+        p.questions = questions;
+        p.answers = answers;
+        p.additional_records = additional;
+        self.queue_packet(dst, &p);
+    }
+
+    fn queue_packet(&mut self, dst: SocketAddr, p: &Packet) {
+        match p.build_bytes_vec_compressed() {
+            Ok(payload) => self.out.push_back(Transmit { dst, payload }),
+            Err(e) => log::warn!("mdns: cannot encode packet: {e}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ttl {
+    Full,
+    Legacy,
+    Zero,
+}
+
+/// Sort key for the RFC 6762 section 8.2 tie-break: class, type, then the raw rdata bytes.
+fn tiebreak_key(rr: &ResourceRecord) -> (u16, u16, Vec<u8>) {
+    (
+        rr.class as u16,
+        u16::from(rr.rdata.type_code()),
+        rdata_bytes(&rr.rdata),
+    )
+}
+
+/// The uncompressed wire form of an rdata: encoded as the only record of a packet whose owner
+/// name is the root, then cut out after the fixed-size parts.
+fn rdata_bytes(rdata: &RData) -> Vec<u8> {
+    let mut p = Packet::new_query(0);
+    p.answers.push(ResourceRecord::new(
+        Name::new_with_labels(&[]),
+        CLASS::IN,
+        0,
+        rdata.clone(),
+    ));
+    // header (12) + root name (1) + type, class, ttl, rdlength (10)
+    match p.build_bytes_vec() {
+        Ok(b) if b.len() >= 23 => b[23..].to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+fn dotted(s: &str) -> Name<'static> {
+    let labels: Vec<Label<'static>> = s
+        .split('.')
+        .filter(|l| !l.is_empty())
+        .map(|l| Label::new_unchecked(l.as_bytes().to_vec()))
+        .collect();
+    Name::new_with_labels(&labels)
+}
+
+/// Trims the speaker name, drops control characters and cuts it to fit one DNS label.
+fn clean_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim().chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > MAX_NAME_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    let out = out.trim_end().to_string();
+    if out.is_empty() {
+        "raopd".to_string()
+    } else {
+        out
+    }
+}
+
+/// The host label without `.local`, defaulting to `raopd-<mac>`.
+fn clean_host(host: &str, mac: [u8; 6]) -> String {
+    let h = host.trim().trim_end_matches('.');
+    let h = h
+        .strip_suffix(".local")
+        .or_else(|| h.strip_suffix(".LOCAL"))
+        .unwrap_or(h);
+    let valid = !h.is_empty()
+        && h.len() <= 63 - 4
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if valid {
+        h.to_string()
+    } else {
+        let d = default_hostname(mac);
+        d.trim_end_matches(".local").to_string()
+    }
+}
+
+fn random_u64() -> u64 {
+    use rand_core::RngCore;
+    let mut b = [0u8; 8];
+    if rand_core::OsRng.try_fill_bytes(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    // Only the start-up jitter depends on this; the clock is random enough for that.
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! Audio output: a small [`Sink`] trait with interchangeable backends, a software
+//! [`volume::Mixer`], and [`wait::Waiter`], the glue that lets the player wait for a sink on the
+//! single smol reactor thread.
+//!
+//! Every backend takes the same format: interleaved signed 16-bit stereo at [`RATE`] Hz, as
+//! native-endian `i16` slices whose length is `CHANNELS * frames`. Keeping one format end to end
+//! means no conversion step sits between the decoder and the device on a slow router CPU.
+//!
+//! Backends are non-blocking by contract: `write` takes what fits now and says how much, so the
+//! one reactor thread never stalls on audio and can keep serving RTSP, RTP and timing packets.
+
+#[cfg(feature = "alsa")]
+pub mod alsa;
+pub mod soft;
+pub mod volume;
+pub mod wait;
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Instant;
+
+pub use soft::SoftSink;
+pub use volume::{Mixer, SoftMixer};
+pub use wait::Waiter;
+
+/// Sample rate of everything that goes through this module; AirPlay 1 streams are always 44.1 kHz.
+pub const RATE: u32 = 44_100;
+/// Interleaved channels per frame.
+pub const CHANNELS: usize = 2;
+
+/// Largest rate error `sim:` accepts. Real crystals are off by tens to a few hundred ppm; a much
+/// larger value is far more likely a typo than a test scenario, and it keeps the rate positive.
+pub const MAX_SIM_PPM: f64 = 100_000.0;
+
+/// How much a sink can take and how much it still holds, in frames.
+///
+/// The player needs both at once: `avail` to size the next write, `delay` to know when the next
+/// frame written will be heard (its sync math is `now + delay / RATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SinkStatus {
+    /// Frames that can be written right now without blocking.
+    pub avail: usize,
+    /// Frames written but not yet heard.
+    pub delay: usize,
+}
+
+/// An audio output device.
+///
+/// Every method takes `&mut self` or returns `io::Result` so backends can keep counters and
+/// recover from device errors without panicking; none of them blocks the calling thread.
+pub trait Sink {
+    /// Human-readable name for logs, e.g. `alsa:hw:0` or `pipe:out.raw`.
+    fn describe(&self) -> String;
+    /// Opens or prepares the device for a new stream. May be called again after [`Sink::stop`].
+    fn start(&mut self) -> io::Result<()>;
+    /// Drops queued audio and releases (or pauses) the device. Idempotent.
+    fn stop(&mut self);
+    /// Current headroom and queue depth. Recovers from underruns internally, counting them, so
+    /// the caller only ever sees a usable device or a real error. `now` is the caller's clock
+    /// reading, which timer-paced backends use instead of reading the clock themselves.
+    fn status(&mut self, now: Instant) -> io::Result<SinkStatus>;
+    /// Writes as many whole frames of `frames` as fit without blocking and returns how many
+    /// frames were taken (possibly 0). `frames.len()` must be a multiple of [`CHANNELS`].
+    fn write(&mut self, now: Instant, frames: &[i16]) -> io::Result<usize>;
+    /// After [`Sink::start`]: the descriptors to wait on before writing, each with its own
+    /// `events`. Empty means the sink has nothing to wait on and the caller paces by timer.
+    fn poll_fds(&mut self) -> Vec<libc::pollfd>;
+    /// After a wakeup, with `revents` of the descriptors from [`Sink::poll_fds`] filled in:
+    /// whether the sink can take frames now. Plugin devices translate their descriptors' raw
+    /// events, so raw readiness alone is not enough to decide.
+    fn ready(&mut self, fds: &mut [libc::pollfd]) -> io::Result<bool>;
+    /// Underruns seen since the sink was created.
+    fn underruns(&self) -> u64;
+    /// Device buffer size in frames.
+    fn capacity(&self) -> usize;
+}
+
+/// Which output to use, as given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputSpec {
+    /// An ALSA PCM name (`default`, `hw:0`, `plughw:1,0`, ...).
+    Alsa(String),
+    /// Raw S16LE stereo to a file or an existing FIFO.
+    Pipe(PathBuf),
+    /// Raw S16LE stereo to standard output.
+    Stdout,
+    /// Like `Pipe`, with a virtual DAC whose clock is off by `ppm` parts per million, plus a
+    /// timing log at `path + ".timing"` (see [`soft`]). For testing clock-drift handling.
+    Sim { path: PathBuf, ppm: f64 },
+}
+
+const SPEC_HELP: &str = "expected alsa[:PCM], pipe:PATH, stdout or sim:PATH[:+Nppm|:-Nppm]";
+
+impl FromStr for OutputSpec {
+    type Err = String;
+
+    /// Parses `alsa` / `alsa:PCM`, `pipe:PATH`, `stdout`, `sim:PATH` and `sim:PATH:±Nppm`.
+    ///
+    /// For `sim` the rate error is taken from the last `:`-separated field only when it ends in
+    /// `ppm`, so paths containing `:` still work.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, rest) = match s.split_once(':') {
+            Some((k, r)) => (k, Some(r)),
+            None => (s, None),
+        };
+        match (kind, rest) {
+            ("alsa", None) => Ok(OutputSpec::Alsa("default".to_string())),
+            ("alsa", Some("")) => Err(format!("output {s:?}: empty ALSA device name")),
+            ("alsa", Some(dev)) => Ok(OutputSpec::Alsa(dev.to_string())),
+            ("stdout", None) => Ok(OutputSpec::Stdout),
+            ("stdout", Some(_)) => Err(format!("output {s:?}: stdout takes no argument")),
+            ("pipe", None) | ("pipe", Some("")) => {
+                Err(format!("output {s:?}: pipe needs a path (pipe:PATH)"))
+            }
+            ("pipe", Some(path)) => Ok(OutputSpec::Pipe(PathBuf::from(path))),
+            ("sim", None) | ("sim", Some("")) => {
+                Err(format!("output {s:?}: sim needs a path (sim:PATH[:+Nppm])"))
+            }
+            ("sim", Some(rest)) => parse_sim(s, rest),
+            _ => Err(format!("unknown output {s:?}: {SPEC_HELP}")),
+        }
+    }
+}
+
+fn parse_sim(whole: &str, rest: &str) -> Result<OutputSpec, String> {
+    let (path, ppm) = match rest.rsplit_once(':') {
+        Some((path, last)) if last.ends_with("ppm") => (path, parse_ppm(whole, last)?),
+        _ => (rest, 0.0),
+    };
+    if path.is_empty() {
+        return Err(format!(
+            "output {whole:?}: sim needs a path (sim:PATH[:+Nppm])"
+        ));
+    }
+    Ok(OutputSpec::Sim {
+        path: PathBuf::from(path),
+        ppm,
+    })
+}
+
+fn parse_ppm(whole: &str, field: &str) -> Result<f64, String> {
+    let num = field.strip_suffix("ppm").unwrap_or(field);
+    let num = num.strip_prefix('+').unwrap_or(num);
+    let ppm: f64 = num.parse().map_err(|_| {
+        format!("output {whole:?}: bad rate error {field:?} (expected e.g. +150ppm or -200ppm)")
+    })?;
+    if !ppm.is_finite() || ppm.abs() > MAX_SIM_PPM {
+        return Err(format!(
+            "output {whole:?}: rate error {field:?} out of range (at most ±{MAX_SIM_PPM}ppm)"
+        ));
+    }
+    Ok(ppm)
+}
+
+impl fmt::Display for OutputSpec {
+    /// The same syntax `from_str` accepts, so a spec can be logged and pasted back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutputSpec::Alsa(dev) => write!(f, "alsa:{dev}"),
+            OutputSpec::Pipe(path) => write!(f, "pipe:{}", path.display()),
+            OutputSpec::Stdout => f.write_str("stdout"),
+            OutputSpec::Sim { path, ppm } => write!(f, "sim:{}:{ppm:+}ppm", path.display()),
+        }
+    }
+}
+
+/// Creates the sink for `spec`. Files and FIFOs are opened here so a bad path fails at startup;
+/// an ALSA device is only opened by [`Sink::start`], so a device that is busy now (another
+/// program playing) does not stop the daemon from starting.
+pub fn open(spec: &OutputSpec) -> io::Result<Box<dyn Sink>> {
+    match spec {
+        OutputSpec::Alsa(dev) => open_alsa(dev),
+        OutputSpec::Pipe(path) => Ok(Box::new(SoftSink::pipe(path)?)),
+        OutputSpec::Stdout => Ok(Box::new(SoftSink::stdout()?)),
+        OutputSpec::Sim { path, ppm } => Ok(Box::new(SoftSink::sim(path, *ppm)?)),
+    }
+}
+
+#[cfg(feature = "alsa")]
+fn open_alsa(dev: &str) -> io::Result<Box<dyn Sink>> {
+    Ok(Box::new(alsa::AlsaSink::new(dev)?))
+}
+
+#[cfg(not(feature = "alsa"))]
+fn open_alsa(dev: &str) -> io::Result<Box<dyn Sink>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "output alsa:{dev}: this build has no ALSA support (built without the \"alsa\" \
+             feature); use pipe:PATH, stdout or sim:PATH"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<OutputSpec, String> {
+        s.parse()
+    }
+
+    #[test]
+    fn parses_alsa() {
+        assert_eq!(parse("alsa"), Ok(OutputSpec::Alsa("default".into())));
+        assert_eq!(parse("alsa:hw:0"), Ok(OutputSpec::Alsa("hw:0".into())));
+        assert_eq!(
+            parse("alsa:plughw:CARD=Device,DEV=0"),
+            Ok(OutputSpec::Alsa("plughw:CARD=Device,DEV=0".into()))
+        );
+        assert!(parse("alsa:").unwrap_err().contains("empty ALSA device"));
+    }
+
+    #[test]
+    fn parses_pipe_and_stdout() {
+        assert_eq!(
+            parse("pipe:/tmp/x.raw"),
+            Ok(OutputSpec::Pipe("/tmp/x.raw".into()))
+        );
+        assert_eq!(parse("pipe:a:b"), Ok(OutputSpec::Pipe("a:b".into())));
+        assert_eq!(parse("stdout"), Ok(OutputSpec::Stdout));
+        assert!(parse("pipe").unwrap_err().contains("needs a path"));
+        assert!(parse("pipe:").unwrap_err().contains("needs a path"));
+        assert!(parse("stdout:x").unwrap_err().contains("no argument"));
+    }
+
+    #[test]
+    fn parses_sim() {
+        let sim = |p: &str, ppm: f64| OutputSpec::Sim {
+            path: p.into(),
+            ppm,
+        };
+        assert_eq!(parse("sim:/tmp/s.raw"), Ok(sim("/tmp/s.raw", 0.0)));
+        assert_eq!(
+            parse("sim:/tmp/s.raw:+150ppm"),
+            Ok(sim("/tmp/s.raw", 150.0))
+        );
+        assert_eq!(
+            parse("sim:/tmp/s.raw:-200ppm"),
+            Ok(sim("/tmp/s.raw", -200.0))
+        );
+        assert_eq!(parse("sim:s.raw:12.5ppm"), Ok(sim("s.raw", 12.5)));
+        assert_eq!(parse("sim:a:b.raw"), Ok(sim("a:b.raw", 0.0)));
+        assert_eq!(parse("sim:a:b.raw:-1ppm"), Ok(sim("a:b.raw", -1.0)));
+        assert!(parse("sim:/x:fastppm")
+            .unwrap_err()
+            .contains("bad rate error"));
+        assert!(parse("sim:/x:+1e9ppm")
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(parse("sim:/x:NaNppm").unwrap_err().contains("out of range"));
+        assert!(parse("sim::+5ppm").unwrap_err().contains("needs a path"));
+        assert!(parse("sim").unwrap_err().contains("needs a path"));
+    }
+
+    #[test]
+    fn rejects_unknown_and_round_trips() {
+        let err = parse("jack:foo").unwrap_err();
+        assert!(
+            err.contains("unknown output") && err.contains("alsa[:PCM]"),
+            "{err}"
+        );
+        assert!(parse("").unwrap_err().contains("unknown output"));
+        for s in [
+            "alsa:hw:0",
+            "pipe:/a/b",
+            "stdout",
+            "sim:/a/b:+150ppm",
+            "sim:/a:-0.5ppm",
+        ] {
+            let spec = parse(s).unwrap();
+            assert_eq!(parse(&spec.to_string()), Ok(spec));
+        }
+    }
+
+    #[cfg(not(feature = "alsa"))]
+    #[test]
+    fn alsa_without_feature_is_a_clear_error() {
+        let err = open(&OutputSpec::Alsa("default".into())).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        assert!(err.to_string().contains("\"alsa\" feature"));
+    }
+}

@@ -1,0 +1,442 @@
+//! One stream's I/O edge: its three UDP sockets, the sink, and the timers, driven on the
+//! reactor thread. It feeds packets into the sans-IO cores (jitter buffer, clock model,
+//! renderer) and carries out what they ask for (resend and timing requests, writes).
+
+mod render;
+
+pub use render::{RenderStats, Renderer};
+
+use crate::buffer::{BufferStats, Insert, JitterBuffer};
+use crate::clock::{ClockConfig, ClockModel, ClockStats};
+use crate::codec::Decoder;
+use crate::crypto::AudioCipher;
+use crate::output::{Mixer, Sink, SoftMixer, Waiter};
+use crate::rtp::{self, payload_type as pt};
+use crate::rtsp::StreamSetup;
+use async_io::{Async, Timer};
+use futures_lite::future;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Commands from the RTSP session to its stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cmd {
+    Record(Option<(u16, u32)>),
+    Flush(Option<(u16, u32)>),
+    Volume(f32),
+    Stop,
+}
+
+/// The speaker's long-lived parts, handed from stream to stream: allocated once.
+pub struct Resources {
+    pub sink: Box<dyn Sink>,
+    pub buffer: JitterBuffer,
+}
+
+/// A one-slot channel holding [`Resources`]: a stream takes them when it starts and puts
+/// them back when it ends, so a new stream waits for the old one to let go.
+#[derive(Clone)]
+pub struct Pool {
+    pub tx: smol::channel::Sender<Resources>,
+    pub rx: smol::channel::Receiver<Resources>,
+}
+
+impl Pool {
+    pub fn new(res: Resources) -> Self {
+        let (tx, rx) = smol::channel::bounded(1);
+        let _ = tx.try_send(res);
+        Pool { tx, rx }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlayerConfig {
+    pub default_latency_frames: u32,
+    pub latency_offset_ms: i64,
+    /// No packet from the sender for this long ends the stream.
+    pub session_timeout: Duration,
+}
+
+/// A stream's statistics, shared with the status interface.
+#[derive(Debug, Clone, Default)]
+pub struct StreamStats {
+    pub buffer: BufferStats,
+    pub render: RenderStats,
+    pub clock: Option<ClockStats>,
+    pub garbage_packets: u64,
+    pub foreign_packets: u64,
+    pub decode_errors: u64,
+    pub underruns: u64,
+}
+
+/// Why a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Stopped,
+    /// The sender went silent for longer than the session timeout.
+    Timeout,
+    /// The sink failed and could not be reopened.
+    SinkFailed,
+}
+
+/// The UDP sockets of a stream, bound at SETUP.
+pub struct Sockets {
+    pub audio: Async<UdpSocket>,
+    pub control: Async<UdpSocket>,
+    pub timing: Async<UdpSocket>,
+}
+
+/// Our monotonic clock as nanoseconds since the first call: the clock model's unit.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+pub fn local_ns(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_nanos() as u64
+}
+
+pub fn instant_of(ns: u64) -> Instant {
+    epoch() + Duration::from_nanos(ns)
+}
+
+enum Event {
+    Audio(std::io::Result<(usize, SocketAddr)>),
+    Control(std::io::Result<(usize, SocketAddr)>),
+    Timing(std::io::Result<(usize, SocketAddr)>),
+    Cmd(Option<Cmd>),
+    Wake,
+}
+
+struct Stream {
+    setup: StreamSetup,
+    decoder: Decoder,
+    cipher: Option<AudioCipher>,
+    clock: ClockModel,
+    renderer: Renderer,
+    mixer: SoftMixer,
+    control_peer: Option<SocketAddr>,
+    timing_peer: Option<SocketAddr>,
+    stats: Rc<RefCell<StreamStats>>,
+    last_heard: Instant,
+    first_packet_seen: bool,
+}
+
+/// Runs one stream until it is stopped, times out or its sink fails. Takes the
+/// resources from `pool` first and always puts them back.
+pub async fn run(
+    setup: StreamSetup,
+    socks: Sockets,
+    cfg: PlayerConfig,
+    cmds: smol::channel::Receiver<Cmd>,
+    pool: Pool,
+    stats: Rc<RefCell<StreamStats>>,
+    volume_db: f32,
+) -> End {
+    let Ok(mut res) = pool.rx.recv().await else {
+        return End::Stopped;
+    };
+    let end = run_with(&mut res, setup, socks, cfg, cmds, stats, volume_db).await;
+    res.sink.stop();
+    let _ = pool.tx.try_send(res);
+    end
+}
+
+async fn run_with(
+    res: &mut Resources,
+    setup: StreamSetup,
+    socks: Sockets,
+    cfg: PlayerConfig,
+    cmds: smol::channel::Receiver<Cmd>,
+    stats: Rc<RefCell<StreamStats>>,
+    volume_db: f32,
+) -> End {
+    let Resources { sink, buffer } = res;
+    let sink: &mut dyn Sink = sink.as_mut();
+    buffer.reset(setup.format.frames_per_packet as usize);
+    let decoder = match Decoder::new(&setup.format) {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("cannot build decoder: {e}");
+            return End::Stopped;
+        }
+    };
+    let now = Instant::now();
+    let mut mixer = SoftMixer::default();
+    mixer.set_volume(volume_db);
+    let peer = |port: u16| (port != 0).then_some(SocketAddr::new(setup.client_ip, port));
+    let mut s = Stream {
+        cipher: setup.aes.map(|(k, iv)| AudioCipher::new(k, iv)),
+        decoder,
+        clock: ClockModel::new(
+            ClockConfig {
+                sample_rate: crate::output::RATE,
+                timing_interval_ns: 3_000_000_000,
+                output_offset_ns: cfg.latency_offset_ms * 1_000_000,
+                default_latency_frames: cfg.default_latency_frames,
+            },
+            local_ns(now),
+        ),
+        renderer: Renderer::new(),
+        mixer,
+        control_peer: peer(setup.client_control_port),
+        timing_peer: peer(setup.client_timing_port),
+        setup,
+        stats,
+        last_heard: now,
+        first_packet_seen: false,
+    };
+    let mut abuf = vec![0u8; 2048];
+    let mut cbuf = vec![0u8; 2048];
+    let mut tbuf = [0u8; 128];
+    let mut waiter: Option<Waiter> = None;
+    loop {
+        let now = Instant::now();
+        if now.duration_since(s.last_heard) > cfg.session_timeout {
+            log::warn!(
+                "sender silent for {:?}: ending the stream",
+                cfg.session_timeout
+            );
+            return End::Timeout;
+        }
+        s.send_requests(now, buffer, &socks).await;
+        let was_started = s.renderer.is_started();
+        let volume = &s.mixer;
+        let clock = &s.clock;
+        let wake = match s.renderer.pump(
+            now,
+            sink,
+            buffer,
+            &|ts| clock.local_time_of(ts).map(instant_of),
+            &|f| volume.apply(f),
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("{}: {e}", sink.describe());
+                return End::SinkFailed;
+            }
+        };
+        if s.renderer.is_started() && !was_started {
+            waiter = Some(Waiter::new(sink));
+        }
+        s.publish_stats(buffer, sink);
+
+        // Sleep until a packet, a command, the sink or the earliest timer.
+        let mut deadline = s.last_heard + cfg.session_timeout;
+        for t in [
+            wake,
+            s.clock.poll_timeout().map(instant_of),
+            buffer.poll_timeout().map(instant_of),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            deadline = deadline.min(t);
+        }
+        let ev = {
+            let audio = async { Event::Audio(socks.audio.recv_from(&mut abuf).await) };
+            let control = async { Event::Control(socks.control.recv_from(&mut cbuf).await) };
+            let timing = async { Event::Timing(socks.timing.recv_from(&mut tbuf).await) };
+            let cmd = async { Event::Cmd(cmds.recv().await.ok()) };
+            let sink_ready = async {
+                match (&mut waiter, s.renderer.is_started()) {
+                    (Some(w), true) => {
+                        let _ = w.wait(sink, deadline).await;
+                    }
+                    _ => {
+                        Timer::at(deadline).await;
+                    }
+                }
+                Event::Wake
+            };
+            future::or(
+                future::or(audio, control),
+                future::or(future::or(timing, cmd), sink_ready),
+            )
+            .await
+        };
+        let now = Instant::now();
+        match ev {
+            Event::Audio(Ok((n, from))) => {
+                if s.accept(from) {
+                    s.on_audio(&mut abuf[..n], now, buffer, 0);
+                }
+            }
+            Event::Control(Ok((n, from))) => {
+                if s.accept(from) {
+                    s.on_control(&mut cbuf[..n], now, buffer);
+                }
+            }
+            Event::Timing(Ok((n, from))) => {
+                if s.accept(from) {
+                    s.on_timing(&tbuf[..n], now);
+                }
+            }
+            Event::Audio(Err(e)) | Event::Control(Err(e)) | Event::Timing(Err(e)) => {
+                // ICMP errors (port unreachable) surface here; they are not fatal.
+                log::debug!("udp receive: {e}");
+            }
+            Event::Cmd(None) | Event::Cmd(Some(Cmd::Stop)) => return End::Stopped,
+            Event::Cmd(Some(c)) => {
+                s.last_heard = now;
+                match c {
+                    Cmd::Record(start) => {
+                        if let Some((seq, ts)) = start {
+                            buffer.start_at(seq);
+                            s.renderer.set_start(ts);
+                        }
+                    }
+                    Cmd::Flush(until) => {
+                        log::info!("flush {until:?}");
+                        buffer.flush(until.map(|(_, ts)| ts));
+                        s.renderer.reset();
+                        s.clock.reset_anchor();
+                        s.first_packet_seen = false;
+                        sink.stop();
+                        waiter = None;
+                    }
+                    Cmd::Volume(db) => s.mixer.set_volume(db),
+                    Cmd::Stop => unreachable!(),
+                }
+            }
+            Event::Wake => {}
+        }
+    }
+}
+
+/// IPv4 peers may show up as v4-mapped IPv6 addresses on dual-stack sockets.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Stream {
+    /// Only the session's sender may feed it.
+    fn accept(&mut self, from: SocketAddr) -> bool {
+        let ok = canonical(from.ip()) == canonical(self.setup.client_ip);
+        if !ok {
+            self.stats.borrow_mut().foreign_packets += 1;
+        }
+        ok
+    }
+
+    fn on_audio(&mut self, pkt: &mut [u8], now: Instant, buffer: &mut JitterBuffer, _depth: u8) {
+        let Ok(mut p) = rtp::AudioPacket::new_checked(&mut *pkt) else {
+            self.stats.borrow_mut().garbage_packets += 1;
+            return;
+        };
+        self.last_heard = now;
+        let (seq, ts) = (p.sequence(), p.timestamp());
+        if !self.first_packet_seen {
+            self.first_packet_seen = true;
+            self.clock.handle_first_packet(ts, local_ns(now));
+            // Without RECORD's RTP-Info the first packet to arrive starts the stream.
+            self.renderer.set_start(ts);
+        }
+        match buffer.insert(seq, ts, local_ns(now)) {
+            Insert::Slot(idx) => {
+                let payload = p.payload_mut();
+                if let Some(c) = &self.cipher {
+                    c.decrypt(payload);
+                }
+                match self.decoder.decode(payload, buffer.slot_pcm(idx)) {
+                    Ok(frames) => buffer.commit(idx, frames),
+                    Err(e) => {
+                        log::debug!("packet {seq}: {e:?}; played as silence");
+                        self.stats.borrow_mut().decode_errors += 1;
+                        buffer.commit_silence(idx);
+                    }
+                }
+            }
+            other => log::trace!("packet {seq}: {other:?}"),
+        }
+    }
+
+    fn on_control(&mut self, pkt: &mut [u8], now: Instant, buffer: &mut JitterBuffer) {
+        match rtp::classify(pkt) {
+            Ok(pt::SYNC) => {
+                if let Ok(p) = rtp::SyncPacket::new_checked(&*pkt) {
+                    self.last_heard = now;
+                    let r = rtp::SyncRepr::parse(&p);
+                    self.clock.handle_sync(
+                        r.rtp_minus_latency,
+                        r.ntp,
+                        r.rtp_now,
+                        r.first,
+                        local_ns(now),
+                    );
+                    return;
+                }
+            }
+            Ok(pt::RETRANSMIT) => {
+                if let Ok(r) = rtp::RetransmitPacket::new_checked(&*pkt) {
+                    let range = r.inner_range();
+                    self.on_audio(&mut pkt[range], now, buffer, 1);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        self.stats.borrow_mut().garbage_packets += 1;
+    }
+
+    fn on_timing(&mut self, pkt: &[u8], now: Instant) {
+        match rtp::TimingPacket::new_checked(pkt) {
+            Ok(p) if p.is_reply() => {
+                self.last_heard = now;
+                self.clock.handle_timing_reply(
+                    p.origin(),
+                    p.receive(),
+                    p.transmit(),
+                    local_ns(now),
+                );
+            }
+            _ => self.stats.borrow_mut().garbage_packets += 1,
+        }
+    }
+
+    /// Sends the resend and timing requests that are due.
+    async fn send_requests(&mut self, now: Instant, buffer: &mut JitterBuffer, socks: &Sockets) {
+        if let Some(peer) = self.control_peer {
+            while let Some(r) = buffer.poll_resend(local_ns(now)) {
+                let mut b = [0u8; rtp::RESEND_LEN];
+                rtp::ResendRequest {
+                    request_seq: r.request_seq,
+                    first: r.first,
+                    count: r.count,
+                }
+                .emit(&mut b);
+                log::debug!("resend request {}+{}", r.first, r.count);
+                let _ = socks.control.send_to(&b, peer).await;
+            }
+        } else {
+            while buffer.poll_resend(local_ns(now)).is_some() {}
+        }
+        if let Some(transmit) = self.clock.poll_timing_request(local_ns(now)) {
+            if let Some(peer) = self.timing_peer {
+                let mut b = [0u8; rtp::TIMING_LEN];
+                rtp::TimingRepr {
+                    reply: false,
+                    origin: 0,
+                    receive: 0,
+                    transmit,
+                }
+                .emit(&mut b);
+                let _ = socks.timing.send_to(&b, peer).await;
+            }
+        }
+    }
+
+    fn publish_stats(&self, buffer: &JitterBuffer, sink: &dyn Sink) {
+        let mut st = self.stats.borrow_mut();
+        st.buffer = buffer.stats;
+        st.render = self.renderer.stats;
+        st.underruns = sink.underruns();
+        st.clock = Some(self.clock.stats());
+    }
+}

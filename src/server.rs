@@ -1,0 +1,337 @@
+//! The daemon's I/O edge: the RTSP listener, one task per connection, and the speaker
+//! state they share (who holds it, the current stream, the volume). Everything runs on
+//! one `LocalExecutor` on the main thread; shared state is `Rc<RefCell<…>>`.
+
+use crate::buffer::JitterBuffer;
+use crate::config::{Config, Interruption};
+use crate::crypto::AirportKey;
+use crate::output::Sink;
+use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
+use crate::rtsp::{parse_request, ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
+use async_io::{Async, Timer};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use smol::LocalExecutor;
+use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A connection that has not held the speaker is closed after this much silence.
+const IDLE_CONNECTION: Duration = Duration::from_secs(120);
+/// RECORD is answered after this pause. PulseAudio's RAOP sink (16.x) aborts on an
+/// assertion when the RECORD reply arrives before its I/O thread has registered the
+/// sockets it set up after SETUP; a receiver on the same host answers fast enough to
+/// hit that race nearly every time. 20 ms is far below anything a listener notices.
+const RECORD_REPLY_DELAY: Duration = Duration::from_millis(20);
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 4096;
+
+struct StreamHandle {
+    owner: u64,
+    /// Tells this stream from a later one of the same connection (a second SETUP).
+    serial: u64,
+    cmds: smol::channel::Sender<Cmd>,
+    stats: Rc<RefCell<StreamStats>>,
+}
+
+#[derive(Default)]
+struct Speaker {
+    /// The connection holding the speaker.
+    owner: Option<u64>,
+    stream: Option<StreamHandle>,
+    /// AirPlay volume in dB, kept across streams.
+    volume: f32,
+    next_conn: u64,
+}
+
+pub struct Daemon {
+    pub cfg: Config,
+    pub mac: [u8; 6],
+    key: AirportKey,
+    speaker: RefCell<Speaker>,
+    pool: Pool,
+    ex: Rc<LocalExecutor<'static>>,
+}
+
+impl Daemon {
+    /// Builds the daemon around an opened sink; allocates the jitter buffer once.
+    pub fn new(
+        cfg: Config,
+        mac: [u8; 6],
+        sink: Box<dyn Sink>,
+        ex: Rc<LocalExecutor<'static>>,
+    ) -> Rc<Self> {
+        let latency_frames = cfg.latency.as_millis() as usize * 441 / 10;
+        let buffer = JitterBuffer::with_capacity_frames(latency_frames.max(88200) + 44100);
+        log::info!(
+            "jitter buffer: {} packets, {} KiB",
+            buffer.capacity_packets(),
+            buffer.memory_bytes() / 1024
+        );
+        Rc::new(Daemon {
+            key: AirportKey::load(),
+            speaker: RefCell::new(Speaker {
+                volume: 0.0,
+                ..Speaker::default()
+            }),
+            pool: Pool::new(Resources { sink, buffer }),
+            cfg,
+            mac,
+            ex,
+        })
+    }
+
+    /// Statistics of the current stream, if any.
+    pub fn stream_stats(&self) -> Option<StreamStats> {
+        self.speaker
+            .borrow()
+            .stream
+            .as_ref()
+            .map(|s| s.stats.borrow().clone())
+    }
+
+    /// Accepts RTSP connections forever.
+    pub async fn serve(self: Rc<Self>, listener: Async<TcpListener>) -> std::io::Result<()> {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    log::warn!("accept: {e}");
+                    Timer::after(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let id = {
+                let mut sp = self.speaker.borrow_mut();
+                sp.next_conn += 1;
+                sp.next_conn
+            };
+            let d = self.clone();
+            self.ex
+                .spawn(async move { d.connection(stream, peer, id).await })
+                .detach();
+        }
+    }
+
+    async fn connection(self: Rc<Self>, mut stream: Async<TcpStream>, peer: SocketAddr, id: u64) {
+        let local = match stream.get_ref().local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        log::info!("{peer}: connected");
+        let _ = stream.get_ref().set_nodelay(true);
+        let mut session = Session::new(ConnectionInfo {
+            local,
+            peer,
+            mac: self.mac,
+            password: self.cfg.password.clone(),
+        });
+        let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        'conn: loop {
+            // Answer every complete request already buffered.
+            loop {
+                match parse_request(&buf) {
+                    Ok(Some((req, used))) => {
+                        buf.drain(..used);
+                        log::debug!("{peer}: {} {}", req.method, req.uri);
+                        let resp = session.handle(&req, &self.key, &mut ConnIo { d: &self, id });
+                        log::debug!("{peer}: -> {} {}", resp.status, resp.reason);
+                        if req.method == "RECORD" {
+                            Timer::after(RECORD_REPLY_DELAY).await;
+                        }
+                        if stream
+                            .write_all(&resp.to_bytes(&req.protocol))
+                            .await
+                            .is_err()
+                            || resp.close
+                        {
+                            break 'conn;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let resp = session.frame_error(&e);
+                        let _ = stream.write_all(&resp.to_bytes("RTSP/1.0")).await;
+                        if e.fatal {
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+            let read = async { Some(stream.read(&mut chunk).await) };
+            let idle = async {
+                Timer::after(IDLE_CONNECTION).await;
+                None
+            };
+            match future::or(read, idle).await {
+                Some(Ok(0)) | Some(Err(_)) => break,
+                Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                None if session.holds_speaker() && self.owns(id) => {}
+                None => {
+                    log::info!("{peer}: idle connection closed");
+                    break;
+                }
+            }
+        }
+        session.closed(&mut ConnIo { d: &self, id });
+        log::info!("{peer}: disconnected");
+    }
+
+    fn owns(&self, id: u64) -> bool {
+        self.speaker.borrow().owner == Some(id)
+    }
+
+    fn send(&self, id: u64, cmd: Cmd) {
+        let sp = self.speaker.borrow();
+        if let Some(s) = sp.stream.as_ref().filter(|s| s.owner == id) {
+            let _ = s.cmds.try_send(cmd);
+        }
+    }
+
+    /// Stops the current stream (its task returns the resources to the pool).
+    fn stop_stream(sp: &mut Speaker) {
+        if let Some(s) = sp.stream.take() {
+            let _ = s.cmds.try_send(Cmd::Stop);
+        }
+    }
+
+    fn bind_udp(&self, ip: IpAddr) -> std::io::Result<UdpSocket> {
+        let base = self.cfg.udp_port_base;
+        if base == 0 {
+            return UdpSocket::bind((ip, 0));
+        }
+        let mut last = None;
+        for port in base..base.saturating_add(100) {
+            match UdpSocket::bind((ip, port)) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no UDP port free")))
+    }
+}
+
+/// The [`SessionIo`] of one connection.
+struct ConnIo<'a> {
+    d: &'a Rc<Daemon>,
+    id: u64,
+}
+
+impl SessionIo for ConnIo<'_> {
+    fn claim(&mut self) -> bool {
+        let mut sp = self.d.speaker.borrow_mut();
+        match sp.owner {
+            None => {}
+            Some(o) if o == self.id => {}
+            Some(_) if self.d.cfg.interruption == Interruption::Allow => {
+                log::info!("a new sender takes over the speaker");
+                Daemon::stop_stream(&mut sp);
+            }
+            Some(_) => return false,
+        }
+        sp.owner = Some(self.id);
+        true
+    }
+
+    fn setup(&mut self, setup: StreamSetup) -> std::io::Result<UdpPorts> {
+        if !self.d.owns(self.id) {
+            return Err(std::io::Error::other("speaker taken over"));
+        }
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let socks = Sockets {
+            audio: Async::new(self.d.bind_udp(any)?)?,
+            control: Async::new(self.d.bind_udp(any)?)?,
+            timing: Async::new(self.d.bind_udp(any)?)?,
+        };
+        let ports = UdpPorts {
+            audio: socks.audio.get_ref().local_addr()?.port(),
+            control: socks.control.get_ref().local_addr()?.port(),
+            timing: socks.timing.get_ref().local_addr()?.port(),
+        };
+        let (tx, rx) = smol::channel::unbounded();
+        let stats = Rc::new(RefCell::new(StreamStats::default()));
+        let cfg = player::PlayerConfig {
+            default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * 441 / 10) as u32,
+            latency_offset_ms: self.d.cfg.latency_offset_ms,
+            session_timeout: self.d.cfg.session_timeout,
+        };
+        let mut sp = self.d.speaker.borrow_mut();
+        Daemon::stop_stream(&mut sp);
+        sp.next_conn += 1;
+        let serial = sp.next_conn;
+        sp.stream = Some(StreamHandle {
+            owner: self.id,
+            serial,
+            cmds: tx,
+            stats: stats.clone(),
+        });
+        let volume = sp.volume;
+        drop(sp);
+        log::info!(
+            "stream set up: audio {} control {} timing {}",
+            ports.audio,
+            ports.control,
+            ports.timing
+        );
+        let d = self.d.clone();
+        let id = self.id;
+        let pool = d.pool.clone();
+        self.d
+            .ex
+            .spawn(async move {
+                let end = player::run(setup, socks, cfg, rx, pool, stats, volume).await;
+                log::info!("stream ended: {end:?}");
+                let mut sp = d.speaker.borrow_mut();
+                if sp.stream.as_ref().is_some_and(|s| s.serial == serial) {
+                    sp.stream = None;
+                }
+                if end == End::Timeout && sp.owner == Some(id) {
+                    // A vanished sender frees the speaker.
+                    sp.owner = None;
+                }
+            })
+            .detach();
+        Ok(ports)
+    }
+
+    fn record(&mut self, start: Option<(u16, u32)>) {
+        self.d.send(self.id, Cmd::Record(start));
+    }
+
+    fn flush(&mut self, until: Option<(u16, u32)>) {
+        self.d.send(self.id, Cmd::Flush(until));
+    }
+
+    fn set_volume(&mut self, db: f32) {
+        if self.d.owns(self.id) {
+            self.d.speaker.borrow_mut().volume = db;
+            self.d.send(self.id, Cmd::Volume(db));
+        }
+    }
+
+    fn volume(&self) -> f32 {
+        self.d.speaker.borrow().volume
+    }
+
+    fn metadata(&mut self, dmap: &[u8]) {
+        log::debug!("metadata: {} bytes", dmap.len());
+    }
+
+    fn artwork(&mut self, content_type: &str, data: &[u8]) {
+        log::debug!("artwork: {content_type}, {} bytes", data.len());
+    }
+
+    fn progress(&mut self, start: u32, current: u32, end: u32) {
+        log::debug!("progress: {start}/{current}/{end}");
+    }
+
+    fn teardown(&mut self) {
+        let mut sp = self.d.speaker.borrow_mut();
+        if sp.owner == Some(self.id) {
+            sp.owner = None;
+            Daemon::stop_stream(&mut sp);
+        }
+    }
+}
