@@ -15,6 +15,17 @@ const CHUNK: usize = 352;
 const TARGET_FILL_MAX: usize = 8820; // 200 ms
 /// A timestamp jump larger than this is a new timeline, not a gap to fill.
 const MAX_GAP: i32 = 44100;
+/// Sync errors within this are left alone (1 ms).
+const TOLERANCE_NS: i64 = 1_000_000;
+/// Beyond this (50 ms) stuffing frames would take too long: restart output at the
+/// right position instead.
+const RESYNC_NS: i64 = 50_000_000;
+/// At most one frame is inserted or dropped per this many frames (about 2800 ppm at
+/// most), so corrections are spread out and inaudible.
+const CORRECTION_SPACING: u64 = 352;
+/// Weight of a new measurement in the smoothed sync error (1/16): ALSA reports delay
+/// with period granularity on some hardware, so single readings jitter.
+const ERROR_SMOOTHING: i64 = 16;
 
 /// Counters, exposed for logs and the status interface.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -27,12 +38,38 @@ pub struct RenderStats {
     /// How far the first frame's start was from its due instant, in microseconds
     /// (positive: late), as the sink reported its delay at that moment.
     pub start_error_us: i64,
+    /// Smoothed difference between when frames sound and when they are due, in
+    /// microseconds (positive: late).
+    pub sync_error_us: i64,
+    /// Frames duplicated (output running fast) and dropped (running slow).
+    pub frames_inserted: u64,
+    pub frames_dropped: u64,
+    /// Times output was restarted because the error grew too large.
+    pub resyncs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Correction {
+    None,
+    Insert,
+    Drop,
+    Resync,
 }
 
 pub struct Renderer {
     started: bool,
     start_ts: Option<u32>,
     next_ts: u32,
+    /// Smoothed sync error in ns; `None` until measured after a start.
+    error_ns: Option<i64>,
+    /// Frames written since the last correction.
+    since_correction: u64,
+    /// The sink's delay follows real playback. Plugin devices such as alsa-lib's `null`
+    /// and `file` swallow frames instantly and report no delay: they are fed by the
+    /// clock instead (frames go out `target` ahead of their due time) and never
+    /// drift-corrected.
+    paced: bool,
+    written_since_start: u64,
     scratch: Box<[i16]>,
     pub stats: RenderStats,
 }
@@ -57,7 +94,11 @@ impl Renderer {
             started: false,
             start_ts: None,
             next_ts: 0,
-            scratch: vec![0; CHUNK * 2].into_boxed_slice(),
+            error_ns: None,
+            since_correction: 0,
+            paced: true,
+            written_since_start: 0,
+            scratch: vec![0; (CHUNK + 1) * 2].into_boxed_slice(),
             stats: RenderStats::default(),
         }
     }
@@ -66,6 +107,7 @@ impl Renderer {
     pub fn reset(&mut self) {
         self.started = false;
         self.start_ts = None;
+        self.error_ns = None;
     }
 
     /// The RTP timestamp the stream starts at (RECORD's `rtptime`, or the first packet).
@@ -123,6 +165,8 @@ impl Renderer {
             let sounds_at = now + frames_to_duration(st.delay);
             self.next_ts = start_ts;
             self.started = true;
+            self.paced = true;
+            self.written_since_start = 0;
             if due >= sounds_at {
                 let pad = duration_to_frames(due - sounds_at) as usize;
                 self.write_silence(now, sink, pad.min(st.avail))?;
@@ -139,11 +183,78 @@ impl Renderer {
             log::debug!("first frame {start_ts} scheduled");
         }
         let st = sink.status(now)?;
-        let (mut fill, mut avail) = (st.delay, st.avail);
+        if self.paced
+            && self.written_since_start >= 2 * CHUNK as u64
+            && st.delay == 0
+            && st.avail >= sink.capacity()
+        {
+            log::info!(
+                "{} reports no playback delay: pacing it by the system clock",
+                sink.describe()
+            );
+            self.paced = false;
+        }
+        let settled = self.written_since_start >= 2 * CHUNK as u64;
+        let (delay, correction) = if self.paced {
+            (
+                st.delay,
+                if settled {
+                    self.measure(now, st.delay, due_of)
+                } else {
+                    Correction::None
+                },
+            )
+        } else {
+            // What is "queued" is what was written ahead of its due time.
+            let ahead = due_of(self.next_ts).map_or(0, |due| {
+                if due > now {
+                    duration_to_frames(due - now) as usize
+                } else {
+                    0
+                }
+            });
+            (ahead, Correction::None)
+        };
+        if correction == Correction::Resync {
+            // Far off (a stalled sink, a jump in the sender's clock): start over at the
+            // current stream position, exactly on time, rather than stuff frames.
+            self.stats.resyncs += 1;
+            log::warn!(
+                "sync error {} ms: restarting output",
+                self.stats.sync_error_us / 1000
+            );
+            sink.stop();
+            self.started = false;
+            self.start_ts = Some(self.next_ts);
+            self.error_ns = None;
+            return Ok(Some(now));
+        }
+        let mut correction = correction;
+        let (mut fill, mut avail) = (delay, st.avail);
         let mut idle_rounds = 0;
         while fill < target && avail > 0 {
             let want = (target - fill).min(avail).min(CHUNK);
-            let n = self.produce(want, buffer);
+            let mut n = self.produce(want, buffer);
+            if n >= 2 && self.since_correction >= CORRECTION_SPACING {
+                match correction {
+                    Correction::Insert => {
+                        // Repeat the last frame: the stream sounds one frame later.
+                        self.scratch.copy_within((n - 1) * 2..n * 2, n * 2);
+                        n += 1;
+                        self.stats.frames_inserted += 1;
+                        self.since_correction = 0;
+                    }
+                    Correction::Drop => {
+                        // Leave out the last frame: the stream sounds one frame earlier.
+                        n -= 1;
+                        self.stats.frames_dropped += 1;
+                        self.since_correction = 0;
+                    }
+                    Correction::None | Correction::Resync => {}
+                }
+                correction = Correction::None;
+            }
+            self.since_correction += n as u64;
             if n == 0 {
                 // Frames were discarded to catch up; bounded so that no input can spin us.
                 idle_rounds += 1;
@@ -155,6 +266,7 @@ impl Renderer {
             apply(&mut self.scratch[..n * 2]);
             let w = sink.write(now, &self.scratch[..n * 2])?;
             self.stats.frames_written += w as u64;
+            self.written_since_start += w as u64;
             if w < n {
                 log::debug!("sink took {w} of {n} frames");
                 fill += w;
@@ -168,6 +280,39 @@ impl Renderer {
         Ok(Some(
             now + frames_to_duration(slack).max(Duration::from_millis(2)),
         ))
+    }
+
+    /// Updates the smoothed sync error from the sink's delay and says what to do.
+    fn measure(
+        &mut self,
+        now: Instant,
+        delay: usize,
+        due_of: &dyn Fn(u32) -> Option<Instant>,
+    ) -> Correction {
+        let Some(due) = due_of(self.next_ts) else {
+            return Correction::None;
+        };
+        let sounds_at = now + frames_to_duration(delay);
+        let err = if sounds_at >= due {
+            (sounds_at - due).as_nanos() as i64
+        } else {
+            -((due - sounds_at).as_nanos() as i64)
+        };
+        let e = match self.error_ns {
+            None => err,
+            Some(prev) => prev + (err - prev) / ERROR_SMOOTHING,
+        };
+        self.error_ns = Some(e);
+        self.stats.sync_error_us = e / 1000;
+        if err.abs() > RESYNC_NS && e.abs() > RESYNC_NS / 2 {
+            Correction::Resync
+        } else if e > TOLERANCE_NS {
+            Correction::Drop
+        } else if e < -TOLERANCE_NS {
+            Correction::Insert
+        } else {
+            Correction::None
+        }
     }
 
     fn write_silence(
@@ -238,5 +383,123 @@ impl Renderer {
         };
         self.next_ts = self.next_ts.wrapping_add(n as u32);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Insert;
+    use crate::output::SoftSink;
+
+    /// Plays `seconds` of a stream through a simulated DAC running `ppm` off, with a fake
+    /// clock, and returns the renderer's stats and the worst |sync error| seen after the
+    /// first second (in µs).
+    fn simulate(ppm: f64, seconds: u64) -> (RenderStats, i64, Vec<i16>, usize) {
+        let dir = std::env::temp_dir().join(format!("raopd-render-{}-{ppm}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.raw");
+        let mut sink = SoftSink::sim(&path, ppm).unwrap();
+        let mut buffer = JitterBuffer::with_capacity_frames(3 * 44100);
+        buffer.reset(352);
+        let mut r = Renderer::new();
+        let t0 = Instant::now();
+        let start_ts: u32 = u32::MAX - 352 * 100; // wraps during the run
+        let due0 = t0 + Duration::from_millis(500);
+        let due_of =
+            move |ts: u32| Some(due0 + frames_to_duration(ts.wrapping_sub(start_ts) as usize));
+        r.set_start(start_ts);
+        buffer.start_at(1000);
+        let mut next_seq: u16 = 1000;
+        let mut sent: u32 = 0;
+        let mut worst = 0i64;
+        let mut pad = None;
+        let mut now = t0;
+        let end = t0 + Duration::from_secs(seconds);
+        while now < end {
+            // The sender stays one second ahead of playback.
+            while (sent as u64) < ((now - t0).as_millis() as u64 + 1000) * 441 / 10 {
+                let ts = start_ts.wrapping_add(sent);
+                if let Insert::Slot(i) = buffer.insert(next_seq, ts, 0) {
+                    let pcm = buffer.slot_pcm(i);
+                    for (k, s) in pcm.iter_mut().take(704).enumerate() {
+                        *s = ((sent as usize + k / 2) % 30000 + 1) as i16;
+                    }
+                    buffer.commit(i, 352);
+                }
+                next_seq = next_seq.wrapping_add(1);
+                sent += 352;
+            }
+            let wake = r
+                .pump(now, &mut sink, &mut buffer, &due_of, &|_| {})
+                .unwrap();
+            if r.is_started() && pad.is_none() {
+                // Started at `now` on an empty DAC: the padding is exactly the time to due.
+                pad = Some(duration_to_frames(due0 - now) as usize);
+            }
+            if r.is_started() && now > due0 + Duration::from_secs(1) {
+                worst = worst.max(r.stats.sync_error_us.abs());
+            }
+            now = wake
+                .unwrap_or(now + Duration::from_millis(5))
+                .max(now + Duration::from_millis(1));
+        }
+        sink.stop();
+        let raw = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let pcm = raw
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        (r.stats, worst, pcm, pad.unwrap())
+    }
+
+    #[test]
+    fn exact_rate_needs_no_correction_and_is_bit_exact() {
+        let (st, worst, pcm, pad) = simulate(0.0, 20);
+        assert_eq!(
+            (st.frames_inserted, st.frames_dropped, st.resyncs),
+            (0, 0, 0)
+        );
+        assert!(worst <= 1000, "sync error {worst} µs");
+        // After the start padding, the stream comes out sample for sample.
+        let first = pcm.iter().position(|&s| s != 0).unwrap() / 2;
+        assert_eq!(first, pad, "first frame not at its due instant");
+        assert!(pad > 1000);
+        for (i, f) in pcm[first * 2..]
+            .chunks_exact(2)
+            .enumerate()
+            .take(44100 * 10)
+        {
+            assert_eq!(f[0], (i % 30000 + 1) as i16, "frame {i}");
+        }
+    }
+
+    #[test]
+    fn fast_and_slow_dacs_are_followed() {
+        for ppm in [200.0, -200.0] {
+            let seconds = 60;
+            let (st, worst, _, _) = simulate(ppm, seconds);
+            let expect = 44100.0 * (seconds as f64 - 0.5) * ppm.abs() / 1e6;
+            let got = if ppm > 0.0 {
+                st.frames_inserted
+            } else {
+                st.frames_dropped
+            } as f64;
+            assert!(
+                (got - expect).abs() <= expect * 0.1,
+                "{ppm} ppm: {got} corrections, expected {expect:.0}"
+            );
+            assert_eq!(
+                if ppm > 0.0 {
+                    st.frames_dropped
+                } else {
+                    st.frames_inserted
+                },
+                0
+            );
+            assert!(worst <= 2000, "{ppm} ppm: sync error reached {worst} µs");
+            assert_eq!(st.resyncs, 0);
+        }
     }
 }

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Installs what `cargo test` needs on Debian 12, as root: the C toolchain and ALSA headers to
+# build raopd, the real RAOP senders the end-to-end tests drive (PulseAudio's module-raop-sink and
+# pyatv), the tools that build the tests' private network (iproute2, nftables, dbus, avahi), and
+# cargo's clippy and rustfmt. Idempotent: it installs only what is missing, so scripts/test.sh
+# calls it on every run.
+#
+# pyatv (with zeroconf, for the mDNS tests) lives in a venv at
+# ${CARGO_TARGET_DIR:-target}/test-env/venv; the tests look for it there (or in $RAOPD_TEST_VENV).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+PYATV_VERSION=0.18.0
+APT_PACKAGES=(
+  build-essential pkg-config libasound2-dev             # build raopd (alsa-sys)
+  pulseaudio pulseaudio-utils pulseaudio-module-raop    # sender: module-raop-sink, paplay, pactl
+  python3 python3-venv                                  # sender: pyatv in a venv
+  iproute2 nftables procps                              # namespaces, packet loss, ss/kill
+  dbus avahi-daemon avahi-utils                         # mDNS peers inside a namespace
+  ffmpeg sox                                            # inspecting and converting test audio by hand
+  ca-certificates coreutils
+)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup-test-deps.sh: must run as root (apt-get, network namespaces)" >&2
+  exit 2
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup-test-deps: installing ${missing[*]}"
+  # A private download dir: other apt users on the machine keep their cache lock.
+  debs=$(mktemp -d)
+  trap 'rm -rf "$debs"' EXIT
+  mkdir -p "$debs/partial"
+  chmod 755 "$debs"  # apt downloads as the unprivileged _apt user
+  apt=(apt-get -q -o DPkg::Lock::Timeout=300 -o "Dir::Cache::archives=$debs")
+  export DEBIAN_FRONTEND=noninteractive
+  "${apt[@]}" update
+  "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+else
+  echo "setup-test-deps: apt packages present"
+fi
+
+# cargo comes with rustup on the machines this runs on; clippy and rustfmt are rustup components.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "setup-test-deps: cargo not found (install Rust with rustup)" >&2; exit 2; }
+for c in clippy rustfmt; do
+  sub=$c; [ $c = rustfmt ] && sub=fmt
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null || { echo "setup-test-deps: cargo $sub missing and no rustup" >&2; exit 2; }
+    rustup component add "$c"
+  fi
+done
+
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target=$repo/$target ;; esac
+venv=$target/test-env/venv
+check_venv() {
+  "$venv/bin/python" - 2>/dev/null <<PYEOF
+import importlib.metadata as m
+assert m.version("pyatv") == "$PYATV_VERSION"
+import pyatv, zeroconf
+PYEOF
+}
+if [ -x "$venv/bin/python" ] && check_venv; then
+  echo "setup-test-deps: venv $venv ok (pyatv $PYATV_VERSION)"
+else
+  echo "setup-test-deps: creating venv $venv (pyatv $PYATV_VERSION)"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  # Debian's python3: the venv must not depend on whatever other Python is first on PATH.
+  py=/usr/bin/python3
+  [ -x "$py" ] || py=python3
+  "$py" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "pyatv==$PYATV_VERSION" zeroconf
+  check_venv || { echo "setup-test-deps: venv check failed" >&2; exit 1; }
+fi

@@ -1,0 +1,287 @@
+//! Real RAOP senders, run inside a test's namespace under `timeout`.
+//!
+//! - pyatv 0.18.0 (`tests/senders/pyatv_stream.py`, venv from `scripts/setup-test-deps.sh`):
+//!   L16 PCM, unencrypted, Digest user `pyatv`.
+//! - PulseAudio 16.1's module-raop-sink (`tests/senders/pulse_stream.sh`): ALAC, RSA-encrypted
+//!   AES, UDP, Digest user `iTunes`. At 100 % sink volume it sends `volume: 0.000000` (identity).
+//!
+//! Each call can block until the sender is done ([`pyatv_stream`], [`pulse_stream`]) or return a
+//! running [`Sender`] for tests that need two at once.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::netns::Netns;
+use super::{repo_dir, tail_of_file, venv_python};
+
+/// Options of a pyatv stream.
+#[derive(Clone, Debug, Default)]
+pub struct PyatvOpts {
+    /// Volume pyatv sends before streaming, in dB. `Some(0.0)` makes a receiver's software
+    /// volume the identity; `None` leaves pyatv's default (-20.1 dB).
+    pub volume_db: Option<f64>,
+    /// Password for the receiver's RTSP Digest challenge.
+    pub password: Option<String>,
+    /// Leave the `a=fmtp` line out of pyatv's SDP. Only for receivers that cannot parse it
+    /// (shairport-sync 3.3.8 crashes on it); raopd must take the stock SDP.
+    pub no_fmtp: bool,
+}
+
+/// Options of a PulseAudio stream.
+#[derive(Clone, Debug)]
+pub struct PulseOpts {
+    /// `RSA` or `none`.
+    pub encryption: String,
+    /// `ALAC` or `PCM`.
+    pub codec: String,
+    pub password: Option<String>,
+    /// Sink volume in percent, set with pactl before playing; 100 sends 0 dB.
+    pub sink_volume_pct: Option<u32>,
+    /// Seconds the sink stays up after paplay returns: the receiver is still playing its
+    /// latency buffer, and stopping the sink sends TEARDOWN.
+    pub tail_secs: f64,
+}
+
+impl Default for PulseOpts {
+    fn default() -> Self {
+        PulseOpts {
+            encryption: "RSA".into(),
+            codec: "ALAC".into(),
+            password: None,
+            sink_volume_pct: Some(100),
+            tail_secs: 3.0,
+        }
+    }
+}
+
+/// How a sender run ended.
+#[derive(Debug)]
+pub struct SendResult {
+    pub what: String,
+    /// `None` when the harness had to kill the sender at its time limit.
+    pub status: Option<ExitStatus>,
+    pub elapsed: Duration,
+    /// The sender's stdout and stderr.
+    pub output_path: PathBuf,
+    /// The sender's own detailed log, if it has one (PulseAudio's).
+    pub log_path: Option<PathBuf>,
+}
+
+impl SendResult {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// The sender's output, and the end of its own log.
+    pub fn report(&self) -> String {
+        let mut r = format!(
+            "{} ended with {} after {:.1} s; output:\n{}",
+            self.what,
+            match self.status {
+                Some(s) if s.code() == Some(124) => "exit 124 (timed out)".to_string(),
+                Some(s) => s.to_string(),
+                None => "no exit status (killed by the harness)".to_string(),
+            },
+            self.elapsed.as_secs_f64(),
+            tail_of_file(&self.output_path, 8000)
+        );
+        if let Some(log) = &self.log_path {
+            r += &format!(
+                "\n---- {} ----\n{}",
+                log.display(),
+                tail_of_file(log, 12000)
+            );
+        }
+        r
+    }
+
+    /// Panics with the sender's output unless it succeeded.
+    pub fn assert_ok(&self) {
+        assert!(self.success(), "sender failed: {}", self.report());
+    }
+}
+
+/// A sender still running.
+pub struct Sender {
+    what: String,
+    child: Child,
+    started: Instant,
+    limit: Duration,
+    output_path: PathBuf,
+    log_path: Option<PathBuf>,
+}
+
+impl Sender {
+    /// Waits for the sender to end (it runs under `timeout`; the harness kills it too, a little
+    /// later, should `timeout` itself hang).
+    pub fn wait(mut self) -> SendResult {
+        let deadline = self.started + self.limit + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait for sender") {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        SendResult {
+            what: self.what.clone(),
+            status,
+            elapsed: self.started.elapsed(),
+            output_path: self.output_path.clone(),
+            log_path: self.log_path.clone(),
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Streams `wav` with pyatv to `host:port` and waits for it to finish.
+/// Output goes to `log_dir/pyatv.out`.
+pub fn pyatv_stream(
+    ns: &Netns,
+    host: &str,
+    port: u16,
+    wav: &Path,
+    log_dir: &Path,
+    opts: &PyatvOpts,
+) -> SendResult {
+    pyatv_spawn(ns, host, port, wav, log_dir, opts).wait()
+}
+
+/// Starts a pyatv stream without waiting for it.
+pub fn pyatv_spawn(
+    ns: &Netns,
+    host: &str,
+    port: u16,
+    wav: &Path,
+    log_dir: &Path,
+    opts: &PyatvOpts,
+) -> Sender {
+    let script = repo_dir().join("tests/senders/pyatv_stream.py");
+    let mut args: Vec<String> = vec![
+        venv_python().to_string_lossy().into_owned(),
+        script.to_string_lossy().into_owned(),
+        host.to_string(),
+        port.to_string(),
+        wav.to_string_lossy().into_owned(),
+    ];
+    if let Some(db) = opts.volume_db {
+        args.push(format!("--volume-db={db}"));
+    }
+    if let Some(pw) = &opts.password {
+        args.extend(["--password".to_string(), pw.clone()]);
+    }
+    if opts.no_fmtp {
+        args.push("--no-fmtp".into());
+    }
+    let limit = Duration::from_secs_f64(wav_seconds(wav) + 30.0);
+    spawn_timed(ns, "pyatv", &args, limit, log_dir.join("pyatv.out"), None)
+}
+
+/// Streams `wav` through PulseAudio's RAOP sink to `host:port` and waits for it to finish.
+/// Output goes to `log_dir/pulse.out`, PulseAudio's debug log to `log_dir/pulseaudio.log`.
+pub fn pulse_stream(
+    ns: &Netns,
+    host: &str,
+    port: u16,
+    wav: &Path,
+    log_dir: &Path,
+    opts: &PulseOpts,
+) -> SendResult {
+    pulse_spawn(ns, host, port, wav, log_dir, opts).wait()
+}
+
+/// Starts a PulseAudio stream without waiting for it.
+pub fn pulse_spawn(
+    ns: &Netns,
+    host: &str,
+    port: u16,
+    wav: &Path,
+    log_dir: &Path,
+    opts: &PulseOpts,
+) -> Sender {
+    let script = repo_dir().join("tests/senders/pulse_stream.sh");
+    let mut args: Vec<String> = vec![
+        "bash".into(),
+        script.to_string_lossy().into_owned(),
+        host.to_string(),
+        port.to_string(),
+        wav.to_string_lossy().into_owned(),
+        log_dir.to_string_lossy().into_owned(),
+        "--encryption".into(),
+        opts.encryption.clone(),
+        "--codec".into(),
+        opts.codec.clone(),
+        "--tail".into(),
+        opts.tail_secs.to_string(),
+    ];
+    if let Some(pw) = &opts.password {
+        args.extend(["--password".to_string(), pw.clone()]);
+    }
+    if let Some(pct) = opts.sink_volume_pct {
+        args.extend(["--sink-volume".to_string(), pct.to_string()]);
+    }
+    let limit = Duration::from_secs_f64(wav_seconds(wav) + opts.tail_secs + 40.0);
+    spawn_timed(
+        ns,
+        "PulseAudio module-raop-sink",
+        &args,
+        limit,
+        log_dir.join("pulse.out"),
+        Some(log_dir.join("pulseaudio.log")),
+    )
+}
+
+/// Runs `args` in `ns` under `timeout LIMIT` (then SIGKILL 5 s later), output to `out`.
+fn spawn_timed(
+    ns: &Netns,
+    what: &str,
+    args: &[String],
+    limit: Duration,
+    out: PathBuf,
+    log_path: Option<PathBuf>,
+) -> Sender {
+    let file = File::create(&out).unwrap_or_else(|e| panic!("create {}: {e}", out.display()));
+    let mut cmd = ns.command("timeout");
+    cmd.args(["-k", "5", &format!("{:.0}", limit.as_secs_f64().ceil())])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup output file"))
+        .stderr(file);
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
+    Sender {
+        what: what.to_string(),
+        child,
+        started: Instant::now(),
+        limit,
+        output_path: out,
+        log_path,
+    }
+}
+
+/// Duration of a 16-bit stereo 44100 Hz WAV from its size (good enough for time limits).
+fn wav_seconds(wav: &Path) -> f64 {
+    let len = std::fs::metadata(wav)
+        .unwrap_or_else(|e| panic!("{}: {e}", wav.display()))
+        .len();
+    len.saturating_sub(44) as f64 / (44_100.0 * 4.0)
+}

@@ -1,0 +1,343 @@
+//! End-to-end acceptance tests: real senders stream into a real raopd, and what raopd outputs
+//! must be the input, bit for bit, from its very first frame.
+//!
+//! Each test gets its own network namespace; the senders and the daemon talk over its loopback.
+//! The input is 5 s of white noise then 3 s of digital silence (the silence carries the noise
+//! through the receiver's latency buffer before the sender disconnects). Volume is pinned to
+//! 0 dB (pyatv: `volume_db: Some(0.0)`; PulseAudio: sink at 100 %, which it sends as
+//! `volume: 0.000000`) so the daemon's software volume is the identity.
+//!
+//! Needs root and the packages of `scripts/setup-test-deps.sh`; `scripts/test.sh` runs
+//! everything. Without them the tests fail (they do not skip) and say so.
+//! `RAOPD_CMD` runs another build of the daemon, e.g. a MIPS binary under qemu-user.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::audio::{self, Frame};
+use common::compare::assert_bit_exact;
+use common::daemon::{self, Daemon, FifoCapture};
+use common::netns::Netns;
+use common::senders::{self, PulseOpts, PyatvOpts, SendResult};
+use common::TestDir;
+
+/// Senders reach the daemon over the namespace's loopback.
+const HOST: &str = "127.0.0.1";
+
+#[derive(Clone, Copy, Debug)]
+enum Sender {
+    /// pyatv's stock SDP: L16 (with an fmtp line), unencrypted.
+    Pyatv,
+    /// PulseAudio module-raop-sink: ALAC, RSA/AES, UDP.
+    PulseRsaAlac,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Output {
+    /// `--output pipe:PATH`, PATH a FIFO the harness reads.
+    Pipe,
+    /// `--output alsa:file:FILE=PATH,FORMAT=raw`: alsa-lib's file plugin writes the raw data.
+    AlsaFile,
+}
+
+/// What one streaming run produced. Holds the test's directory until the test's own assertions
+/// are done, so a failing comparison keeps the files and prints the daemon's log.
+struct Run {
+    input: Vec<Frame>,
+    output: Vec<Frame>,
+    /// Most threads the daemon's process had at once while the sender streamed.
+    max_threads: usize,
+    daemon_log: PathBuf,
+    _dir: TestDir,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- raopd log ({}) ----\n{}\n---- end of raopd log ----",
+                self.daemon_log.display(),
+                common::tail_of_file(&self.daemon_log, 20_000)
+            );
+        }
+    }
+}
+
+/// Streams the standard noise file from `sender` into a fresh daemon writing to `output`.
+fn stream(test: &str, port: u16, sender: Sender, output: Output) -> Run {
+    common::require_env();
+    let _serial = common::serial();
+    let dir = TestDir::new(test);
+    let wav = dir.join("noise.wav");
+    let input = audio::make_noise_wav(&wav, 5.0, 3.0);
+    let raw = dir.join("out.raw");
+
+    let ns = Netns::new();
+    let fifo = matches!(output, Output::Pipe).then(|| FifoCapture::create(&dir.join("out.fifo")));
+    let output_arg = match &fifo {
+        Some(f) => format!("pipe:{}", f.path().display()),
+        None => format!("alsa:file:FILE={},FORMAT=raw", raw.display()),
+    };
+    let mut raopd = Daemon::start(
+        &ns,
+        dir.path(),
+        port,
+        &["--name", test, "--no-mdns", "--output", &output_arg],
+    );
+
+    let threads = raopd.sample_threads();
+    let sent = send(&ns, port, &wav, dir.path(), sender);
+    let max_threads = threads.finish();
+    // The sender may return while the last audio is still queued in the daemon.
+    std::thread::sleep(Duration::from_millis(500));
+    let still_running = raopd.is_running();
+    raopd.stop();
+
+    sent.assert_ok();
+    assert!(still_running, "raopd exited during the stream");
+    let output = match fifo {
+        Some(f) => audio::raw_to_frames(&f.finish(&raw)),
+        None => audio::read_raw(&raw),
+    };
+    eprintln!(
+        "{test}: {} output frames ({:.2} s), daemon threads at most {max_threads}",
+        output.len(),
+        audio::seconds(output.len())
+    );
+    Run {
+        input,
+        output,
+        max_threads,
+        daemon_log: raopd.log_path().to_path_buf(),
+        _dir: dir,
+    }
+}
+
+fn send(ns: &Netns, port: u16, wav: &Path, logs: &Path, sender: Sender) -> SendResult {
+    match sender {
+        Sender::Pyatv => {
+            let opts = PyatvOpts {
+                volume_db: Some(0.0),
+                ..PyatvOpts::default()
+            };
+            senders::pyatv_stream(ns, HOST, port, wav, logs, &opts)
+        }
+        Sender::PulseRsaAlac => {
+            let opts = PulseOpts {
+                encryption: "RSA".into(),
+                codec: "ALAC".into(),
+                sink_volume_pct: Some(100),
+                ..PulseOpts::default()
+            };
+            senders::pulse_stream(ns, HOST, port, wav, logs, &opts)
+        }
+    }
+}
+
+#[test]
+fn pyatv_l16_to_pipe_is_bit_exact() {
+    let run = stream("pyatv_l16_pipe", 5101, Sender::Pyatv, Output::Pipe);
+    assert_bit_exact(&run.input, &run.output, "pyatv (L16) -> raopd pipe output");
+}
+
+#[test]
+fn pyatv_l16_to_alsa_file_is_bit_exact() {
+    let run = stream("pyatv_l16_alsa", 5102, Sender::Pyatv, Output::AlsaFile);
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "pyatv (L16) -> raopd ALSA file output",
+    );
+}
+
+#[test]
+fn pulseaudio_rsa_alac_to_pipe_is_bit_exact() {
+    let run = stream("pulse_alac_pipe", 5103, Sender::PulseRsaAlac, Output::Pipe);
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "PulseAudio (RSA + ALAC) -> raopd pipe output",
+    );
+}
+
+#[test]
+fn pulseaudio_rsa_alac_to_alsa_file_is_bit_exact() {
+    let run = stream(
+        "pulse_alac_alsa",
+        5104,
+        Sender::PulseRsaAlac,
+        Output::AlsaFile,
+    );
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "PulseAudio (RSA + ALAC) -> raopd ALSA file output",
+    );
+}
+
+/// The daemon is one reactor thread (plus at most one helper, e.g. for blocking output): count
+/// the threads of its process while the heaviest stream (RSA + ALAC) plays.
+///
+/// Under qemu-user (`RAOPD_CMD` starting with `qemu-`) the process is qemu's, which adds threads
+/// of its own, so the count is reported but not asserted.
+#[test]
+fn at_most_two_threads_while_streaming() {
+    let run = stream("threads", 5105, Sender::PulseRsaAlac, Output::Pipe);
+    assert!(
+        run.max_threads > 0,
+        "the thread sampler never saw the daemon"
+    );
+    if daemon::runs_under_qemu() {
+        eprintln!(
+            "threads: {} (qemu-user process; not asserted)",
+            run.max_threads
+        );
+        return;
+    }
+    assert!(
+        run.max_threads <= 2,
+        "raopd had {} threads while streaming; at most 2 allowed",
+        run.max_threads
+    );
+}
+
+/// Checks of the harness itself (no root, no daemon): the comparator must tell exact output
+/// from every kind of damage, or the tests above prove nothing.
+mod harness {
+    use super::common::audio::{self, Frame};
+    use super::common::compare::{compare, Verdict};
+
+    fn noise() -> Vec<Frame> {
+        audio::white_noise(1.0, 0.5)
+    }
+
+    /// The input as a receiver would write it: `lead` frames of silence first.
+    fn delayed(input: &[Frame], lead: usize) -> Vec<Frame> {
+        let mut out = vec![[0, 0]; lead];
+        out.extend_from_slice(input);
+        out
+    }
+
+    #[test]
+    fn noise_is_deterministic_and_at_minus_6_dbfs() {
+        let a = audio::white_noise(1.0, 0.5);
+        assert_eq!(a, audio::white_noise(1.0, 0.5));
+        assert_eq!(a.len(), 66_150);
+        let peak = a
+            .iter()
+            .flat_map(|f| f.iter())
+            .map(|&s| (s as i32).abs())
+            .max();
+        assert_eq!(peak, Some(16384));
+        assert!(a[44_100..].iter().all(|f| *f == [0, 0]));
+        let same = a[..44_100].iter().filter(|f| f[0] == f[1]).count();
+        assert!(same < 10, "channels are not independent");
+    }
+
+    #[test]
+    fn wav_file_round_trips() {
+        let dir = std::env::temp_dir().join(format!("raopd-wav-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.wav");
+        let frames = audio::make_noise_wav(&path, 0.1, 0.1);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(&bytes[..4], b"RIFF");
+        assert_eq!(&bytes[8..16], b"WAVEfmt ");
+        assert_eq!(u16::from_le_bytes([bytes[22], bytes[23]]), 2);
+        assert_eq!(
+            u32::from_le_bytes(bytes[24..28].try_into().unwrap()),
+            44_100
+        );
+        assert_eq!(audio::raw_to_frames(&bytes[44..]), frames);
+    }
+
+    #[test]
+    fn exact_output_after_leading_silence_is_bit_exact() {
+        let input = noise();
+        let mut output = delayed(&input, 12_345);
+        output.truncate(output.len() - 1000); // ends inside the trailing silence
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::BitExact, "{c}");
+        assert_eq!(c.offset, Some(12_345));
+        assert_eq!(c.trailing_absent, 1000);
+    }
+
+    #[test]
+    fn lost_start_is_reported_as_leading_loss() {
+        let input = noise();
+        let mut output = delayed(&input, 5000);
+        for f in &mut output[5000..5000 + 3168] {
+            *f = [0, 0];
+        }
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::BitExactAfterLeadingLoss(3168), "{c}");
+        assert_eq!(
+            c.verdict.to_string(),
+            "BIT_EXACT_AFTER_LEADING_LOSS(3168 frames)"
+        );
+    }
+
+    #[test]
+    fn one_changed_sample_is_not_exact() {
+        let input = noise();
+        let mut output = delayed(&input, 100);
+        output[100 + 20_000][1] ^= 1;
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::NotExact, "{c}");
+        assert_eq!(c.mismatch_runs.len(), 1);
+        assert_eq!(c.mismatch_runs[0].start, 20_000);
+        assert_eq!(c.max_abs_diff, 1);
+    }
+
+    #[test]
+    fn dropped_packet_is_not_exact() {
+        let input = noise();
+        let mut output = delayed(&input, 100);
+        output.drain(100 + 10_000..100 + 10_352);
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::NotExact, "{c}");
+        assert!(c.chunk_offsets.len() >= 2, "{c}");
+    }
+
+    #[test]
+    fn output_ending_inside_the_signal_is_not_exact() {
+        let input = noise();
+        let output = delayed(&input[..30_000], 100);
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::NotExact, "{c}");
+        assert_eq!(c.mismatch_runs[0].missing, 44_100 - 30_000);
+    }
+
+    #[test]
+    fn noise_in_trailing_silence_is_not_exact() {
+        let input = noise();
+        let mut output = delayed(&input, 100);
+        output[100 + 50_000] = [3, 3];
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::NotExact, "{c}");
+        assert_eq!(c.trailing_differ, 1);
+    }
+
+    #[test]
+    fn scaled_output_is_not_found() {
+        let input = noise();
+        let output: Vec<Frame> = delayed(&input, 100)
+            .iter()
+            .map(|f| [f[0] / 2, f[1] / 2])
+            .collect();
+        let c = compare(&input, &output);
+        assert_eq!(c.verdict, Verdict::NotExact);
+        assert_eq!(c.offset, None);
+        assert!(c.to_string().contains("-6.0 dB"), "{c}");
+    }
+
+    #[test]
+    fn swapped_channels_are_not_found() {
+        let input = noise();
+        let output: Vec<Frame> = input.iter().map(|f| [f[1], f[0]]).collect();
+        assert_eq!(compare(&input, &output).verdict, Verdict::NotExact);
+    }
+}

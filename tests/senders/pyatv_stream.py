@@ -1,0 +1,83 @@
+"""Stream one audio file to a RAOP receiver with pyatv, addressed by host and port (no mDNS).
+
+The end-to-end tests run this with the venv's python inside the test's network namespace.
+pyatv streams 16-bit 44100 Hz stereo L16 (uncompressed), unencrypted; its stock SDP carries
+"a=rtpmap:96 L16/44100/2" plus an ALAC-style "a=fmtp:96 352 0 16 40 10 14 2 255 0 0 44100" line.
+Exit status 0 when the whole file was streamed, 1 when pyatv failed (one "pyatv: FAILED" line).
+"""
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+import pyatv
+import pyatv.support.rtsp
+from pyatv.conf import AppleTV, ManualService
+from pyatv.const import Protocol
+from pyatv.protocols.airplay.utils import dbfs_to_pct
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("file")
+    p.add_argument(
+        "--volume-db",
+        type=float,
+        help="volume to send, in dB (0 = full scale, -30 = lowest); without it pyatv sends "
+        "its default, 33 %% of the range (-20.1 dB)",
+    )
+    p.add_argument("--password", help="RTSP Digest password (pyatv's user name is 'pyatv')")
+    p.add_argument(
+        "--no-fmtp",
+        action="store_true",
+        help="leave the a=fmtp line out of the SDP (only for receivers that cannot parse it)",
+    )
+    p.add_argument("--debug", action="store_true", help="pyatv debug log on stderr")
+    return p.parse_args()
+
+
+def drop_fmtp_line():
+    """pyatv builds its ANNOUNCE body from this module-level template."""
+    template = pyatv.support.rtsp.ANNOUNCE_PAYLOAD
+    kept = [line for line in template.split("\r\n") if line and not line.startswith("a=fmtp")]
+    pyatv.support.rtsp.ANNOUNCE_PAYLOAD = "".join(line + "\r\n" for line in kept)
+
+
+async def stream(args):
+    config = AppleTV(args.host, "raopd-test-receiver")
+    config.add_service(
+        ManualService("raopd-test-receiver", Protocol.RAOP, args.port, {}, password=args.password)
+    )
+    started = time.monotonic()
+    atv = await pyatv.connect(config, asyncio.get_running_loop())
+    try:
+        if args.volume_db is not None:
+            # pyatv keeps volume in percent and maps 0..100 % linearly onto -30..0 dB.
+            await atv.audio.set_volume(dbfs_to_pct(args.volume_db))
+        connected = time.monotonic()
+        await atv.stream.stream_file(args.file)
+        done = time.monotonic()
+        print(f"pyatv: connect {connected - started:.3f} s, stream {done - connected:.3f} s", flush=True)
+    finally:
+        atv.close()
+
+
+def main():
+    args = parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
+    if args.no_fmtp:
+        drop_fmtp_line()
+    try:
+        asyncio.run(stream(args))
+    except Exception as e:  # one line for the test's failure message
+        print(f"pyatv: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
