@@ -21,6 +21,9 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// How often stream statistics are logged at debug level.
+const STATS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Commands from the RTSP session to its stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cmd {
@@ -70,6 +73,42 @@ pub struct StreamStats {
     pub foreign_packets: u64,
     pub decode_errors: u64,
     pub underruns: u64,
+}
+
+impl StreamStats {
+    /// One line of `key=value` pairs: logged when a stream ends (tests read it) and
+    /// periodically at debug level.
+    pub fn summary(&self) -> String {
+        let (b, r) = (&self.buffer, &self.render);
+        let c = self.clock.as_ref();
+        format!(
+            "start_error_us={} sync_error_us={} max_sync_error_us={} frames_inserted={} frames_dropped={} resyncs={} \
+             frames_written={} silence_frames={} received={} lost={} late={} duplicates={} requested={} recovered={} \
+             resend_requests={} underruns={} decode_errors={} garbage_packets={} foreign_packets={} drift_ppm={:.1} \
+             clock_offset_samples={}",
+            r.start_error_us,
+            r.sync_error_us,
+            r.max_sync_error_us,
+            r.frames_inserted,
+            r.frames_dropped,
+            r.resyncs,
+            r.frames_written,
+            r.silence_frames,
+            b.received,
+            b.lost,
+            b.late,
+            b.duplicates,
+            b.requested,
+            b.recovered,
+            b.resend_requests,
+            self.underruns,
+            self.decode_errors,
+            self.garbage_packets,
+            self.foreign_packets,
+            c.map_or(0.0, |c| c.drift_ppm),
+            c.map_or(0, |c| c.samples),
+        )
+    }
 }
 
 /// Why a stream ended.
@@ -139,7 +178,8 @@ pub async fn run(
     let Ok(mut res) = pool.rx.recv().await else {
         return End::Stopped;
     };
-    let end = run_with(&mut res, setup, socks, cfg, cmds, stats, volume_db).await;
+    let end = run_with(&mut res, setup, socks, cfg, cmds, stats.clone(), volume_db).await;
+    log::info!("stream summary: {}", stats.borrow().summary());
     res.sink.stop();
     let _ = pool.tx.try_send(res);
     end
@@ -193,6 +233,7 @@ async fn run_with(
     let mut cbuf = vec![0u8; 2048];
     let mut tbuf = [0u8; 128];
     let mut waiter: Option<Waiter> = None;
+    let mut last_report = Instant::now();
     loop {
         let now = Instant::now();
         if now.duration_since(s.last_heard) > cfg.session_timeout {
@@ -223,6 +264,12 @@ async fn run_with(
             waiter = Some(Waiter::new(sink));
         }
         s.publish_stats(buffer, sink);
+        if log::log_enabled!(log::Level::Debug)
+            && now.duration_since(last_report) >= STATS_LOG_INTERVAL
+        {
+            last_report = now;
+            log::debug!("stream: {}", s.stats.borrow().summary());
+        }
 
         // Sleep until a packet, a command, the sink or the earliest timer.
         let mut deadline = s.last_heard + cfg.session_timeout;

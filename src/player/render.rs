@@ -35,12 +35,15 @@ pub struct RenderStats {
     pub silence_frames: u64,
     /// Frames dropped because the stream started late.
     pub skipped_frames: u64,
-    /// How far the first frame's start was from its due instant, in microseconds
-    /// (positive: late), as the sink reported its delay at that moment.
+    /// How far the stream was from its due instant when first measured, two chunks after
+    /// the start (the sink's delay then says when the next frame sounds), in
+    /// microseconds (positive: late).
     pub start_error_us: i64,
     /// Smoothed difference between when frames sound and when they are due, in
     /// microseconds (positive: late).
     pub sync_error_us: i64,
+    /// Largest |sync error| seen since the stream started, in microseconds.
+    pub max_sync_error_us: i64,
     /// Frames duplicated (output running fast) and dropped (running slow).
     pub frames_inserted: u64,
     pub frames_dropped: u64,
@@ -170,7 +173,6 @@ impl Renderer {
             if due >= sounds_at {
                 let pad = duration_to_frames(due - sounds_at) as usize;
                 self.write_silence(now, sink, pad.min(st.avail))?;
-                self.stats.start_error_us = 0;
             } else {
                 let late = duration_to_frames(sounds_at - due) as usize;
                 log::info!(
@@ -178,7 +180,6 @@ impl Renderer {
                     late * 1000 / RATE as usize
                 );
                 self.skip(late, buffer);
-                self.stats.start_error_us = 0;
             }
             log::debug!("first frame {start_ts} scheduled");
         }
@@ -299,11 +300,15 @@ impl Renderer {
             -((due - sounds_at).as_nanos() as i64)
         };
         let e = match self.error_ns {
-            None => err,
+            None => {
+                self.stats.start_error_us = err / 1000;
+                err
+            }
             Some(prev) => prev + (err - prev) / ERROR_SMOOTHING,
         };
         self.error_ns = Some(e);
         self.stats.sync_error_us = e / 1000;
+        self.stats.max_sync_error_us = self.stats.max_sync_error_us.max((e / 1000).abs());
         if err.abs() > RESYNC_NS && e.abs() > RESYNC_NS / 2 {
             Correction::Resync
         } else if e > TOLERANCE_NS {
