@@ -16,7 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::time::Duration;
 
-/// A connection that has not held the speaker is closed after this much silence.
+/// A connection without a stream is closed after this much silence (a sender holding the
+/// speaker without streaming gets `--session-timeout` instead).
 const IDLE_CONNECTION: Duration = Duration::from_secs(120);
 /// RECORD is answered after this pause. PulseAudio's RAOP sink (16.x) aborts on an
 /// assertion when the RECORD reply arrives before its I/O thread has registered the
@@ -42,6 +43,8 @@ struct Speaker {
     /// AirPlay volume in dB, kept across streams.
     volume: f32,
     next_conn: u64,
+    /// Per connection: a channel that closes it (a sender taken over by another).
+    kick: Vec<(u64, smol::channel::Sender<()>)>,
 }
 
 pub struct Daemon {
@@ -121,6 +124,8 @@ impl Daemon {
         };
         log::info!("{peer}: connected");
         let _ = stream.get_ref().set_nodelay(true);
+        let (kick_tx, kick_rx) = smol::channel::bounded::<()>(1);
+        self.speaker.borrow_mut().kick.push((id, kick_tx));
         let mut session = Session::new(ConnectionInfo {
             local,
             peer,
@@ -160,23 +165,47 @@ impl Daemon {
                     }
                 }
             }
+            let streaming = session.holds_speaker() && self.owns(id) && self.has_stream(id);
+            let idle_limit = if session.holds_speaker() {
+                self.cfg.session_timeout
+            } else {
+                IDLE_CONNECTION
+            };
             let read = async { Some(stream.read(&mut chunk).await) };
             let idle = async {
-                Timer::after(IDLE_CONNECTION).await;
+                Timer::after(idle_limit).await;
                 None
             };
-            match future::or(read, idle).await {
-                Some(Ok(0)) | Some(Err(_)) => break,
+            let kicked = async {
+                let _ = kick_rx.recv().await;
+                Some(Err(std::io::Error::other("taken over")))
+            };
+            match future::or(kicked, future::or(read, idle)).await {
+                Some(Ok(0)) => break,
+                Some(Err(e)) => {
+                    log::info!("{peer}: {e}");
+                    break;
+                }
                 Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                None if session.holds_speaker() && self.owns(id) => {}
+                // While audio flows the stream watches the sender (its own timeout).
+                None if streaming => {}
                 None => {
-                    log::info!("{peer}: idle connection closed");
+                    log::info!("{peer}: silent for {idle_limit:?}: closing");
                     break;
                 }
             }
         }
         session.closed(&mut ConnIo { d: &self, id });
+        self.speaker.borrow_mut().kick.retain(|(c, _)| *c != id);
         log::info!("{peer}: disconnected");
+    }
+
+    fn has_stream(&self, id: u64) -> bool {
+        self.speaker
+            .borrow()
+            .stream
+            .as_ref()
+            .is_some_and(|s| s.owner == id)
     }
 
     fn owns(&self, id: u64) -> bool {
@@ -225,9 +254,13 @@ impl SessionIo for ConnIo<'_> {
         match sp.owner {
             None => {}
             Some(o) if o == self.id => {}
-            Some(_) if self.d.cfg.interruption == Interruption::Allow => {
+            Some(old) if self.d.cfg.interruption == Interruption::Allow => {
                 log::info!("a new sender takes over the speaker");
                 Daemon::stop_stream(&mut sp);
+                // The old sender's connection is closed, which it sees as the end.
+                if let Some((_, k)) = sp.kick.iter().find(|(c, _)| *c == old) {
+                    let _ = k.try_send(());
+                }
             }
             Some(_) => return false,
         }

@@ -165,11 +165,35 @@ impl JitterBuffer {
         }
     }
 
-    /// FLUSH: drop everything; packets stamped before `before_ts` are stale.
-    pub fn flush(&mut self, before_ts: Option<u32>) {
+    /// FLUSH. With `RTP-Info` (`seq`, `ts`): audio stamped before `ts` is dropped, the
+    /// stream resumes at `seq`, and packets of the new audio that already arrived (a
+    /// sender may stream before its FLUSH is processed) are kept. Without: drop all.
+    pub fn flush(&mut self, until: Option<(u16, u32)>) {
         let fpp = self.frames_per_packet;
-        self.reset(fpp);
-        self.flush_before = before_ts;
+        let Some((seq, ts)) = until else {
+            self.reset(fpp);
+            return;
+        };
+        let mut highest = seq.wrapping_sub(1);
+        for slot in self.slots.iter_mut() {
+            let keep = slot.filled
+                && !ts_before(slot.ts, ts)
+                && seq_diff(slot.seq, seq) >= 0
+                && (seq_diff(slot.seq, seq) as usize) <= self.mask;
+            if keep {
+                if seq_diff(slot.seq, highest) > 0 {
+                    highest = slot.seq;
+                }
+            } else {
+                *slot = Slot::default();
+            }
+        }
+        self.started = true;
+        self.read_seq = seq;
+        self.read_offset = 0;
+        self.highest = highest;
+        self.next_retry = None;
+        self.flush_before = Some(ts);
     }
 
     /// Packets between what is playing and the newest received.
@@ -518,11 +542,15 @@ mod tests {
         let mut b = JitterBuffer::with_capacity_frames(44100);
         b.reset(352);
         put(&mut b, 1, 0);
-        b.flush(Some(352 * 50));
-        assert_eq!(b.peek(), Next::Empty);
+        put(&mut b, 50, 0); // new audio that came before the FLUSH
+        b.flush(Some((50, 352 * 50)));
         assert_eq!(put(&mut b, 2, 0), Insert::Flushed);
-        assert!(matches!(put(&mut b, 50, 0), Insert::Slot(_)));
         assert_eq!(b.peek(), Next::Audio { ts: 352 * 50 });
+        assert!(matches!(put(&mut b, 51, 0), Insert::Slot(_)));
+        assert_eq!(play_packet(&mut b), Some(50));
+        assert_eq!(play_packet(&mut b), Some(51));
+        b.flush(None);
+        assert_eq!(b.peek(), Next::Empty);
     }
 
     #[test]

@@ -338,8 +338,11 @@ async fn run_with(
                     }
                     Cmd::Flush(until) => {
                         log::info!("flush {until:?}");
-                        buffer.flush(until.map(|(_, ts)| ts));
+                        buffer.flush(until);
                         s.renderer.reset();
+                        if let Some((_, ts)) = until {
+                            s.renderer.set_start(ts);
+                        }
                         s.clock.reset_anchor();
                         s.first_packet_seen = false;
                         sink.stop();
