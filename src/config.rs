@@ -1,6 +1,7 @@
 //! Command-line configuration. Parsed by hand: a dozen flags do not justify an argument
 //! parser's code size on a router's flash.
 
+use crate::control::ControlConfig;
 use crate::output::OutputSpec;
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ pub struct Config {
     pub session_timeout: Duration,
     /// First UDP port to bind for audio/control/timing; 0 = ephemeral ports.
     pub udp_port_base: u16,
+    /// Control socket and hooks.
+    pub control: ControlConfig,
 }
 
 impl Default for Config {
@@ -52,6 +55,7 @@ impl Default for Config {
             interruption: Interruption::Deny,
             session_timeout: Duration::from_secs(60),
             udp_port_base: 0,
+            control: ControlConfig::default(),
         }
     }
 }
@@ -69,7 +73,14 @@ usage: raopd [options]
   --session-interruption allow|deny   a second sender takes over, or gets 453 (default deny)
   --session-timeout SECONDS   free the speaker after this much silence from a sender (default 60)
   --udp-port-base PORT        bind UDP ports from PORT upwards (default: ephemeral)
+  --control-socket PATH       local control socket (default /var/run/raopd.sock)
+  --no-control-socket         do not open the control socket
+  --on-start CMD              run CMD with /bin/sh when audio starts
+  --on-stop CMD               run CMD when audio has been idle for --idle-timeout
+  --idle-timeout SECONDS      idle time before --on-stop (default 10)
   --version                   print the version
+usage: raopd status | raopd ctl play|pause|playpause|next|previous|volumeup|volumedown|stop
+  [--control-socket PATH]     ask a running raopd over its control socket
   environment: RUST_LOG=info|debug|trace for logs (default warn)";
 
 /// What the command line asked for.
@@ -159,7 +170,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                     .parse()
                     .map_err(|_| "--udp-port-base needs a port number")?
             }
-            other => return Err(format!("unknown option {other}")),
+            other => {
+                if !c.control.parse_flag(other, &mut value)? {
+                    return Err(format!("unknown option {other}"));
+                }
+            }
         }
     }
     if c.name.is_empty() || c.name.len() > 50 {

@@ -11,6 +11,7 @@ pub mod buffer;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod control;
 pub mod crypto;
 pub mod mdns;
 pub mod output;

@@ -13,7 +13,40 @@ use std::rc::Rc;
 const FALLBACK_MAC: [u8; 6] = [0x02, 0x52, 0x41, 0x4f, 0x50, 0x44];
 
 fn main() -> ExitCode {
-    let cfg = match config::parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `raopd status [--control-socket PATH]`, `raopd ctl CMD [--control-socket PATH]`.
+    if let Some(request) = match args.first().map(String::as_str) {
+        Some("status") => Some("status".to_string()),
+        Some("ctl") => Some("help".to_string()),
+        _ => None,
+    } {
+        let mut request = request;
+        let mut path = std::path::PathBuf::from(raopd::control::DEFAULT_SOCKET);
+        let mut rest = args.iter().skip(1);
+        let mut word_seen = args[0] == "status";
+        while let Some(a) = rest.next() {
+            match (a.strip_prefix("--control-socket="), a.as_str()) {
+                (Some(p), _) => path = p.into(),
+                (None, "--control-socket") => match rest.next() {
+                    Some(p) => path = p.into(),
+                    None => {
+                        eprintln!("raopd: --control-socket needs a path");
+                        return ExitCode::from(2);
+                    }
+                },
+                _ if !word_seen => {
+                    request = a.clone();
+                    word_seen = true;
+                }
+                _ => {
+                    eprintln!("raopd: unexpected argument {a}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        return raopd::control::client_main(&path, &request);
+    }
+    let cfg = match config::parse_args(args) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Version) => {
             println!("raopd {}", env!("CARGO_PKG_VERSION"));
@@ -57,6 +90,16 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         env!("CARGO_PKG_VERSION"),
         daemon.cfg.port
     );
+    let control_socket = daemon.cfg.control.socket.as_deref().and_then(|p| {
+        // The speaker works without the socket: a read-only /var/run is not fatal.
+        raopd::control::ControlSocket::bind(p)
+            .map_err(|e| log::warn!("control socket {}: {e}", p.display()))
+            .ok()
+    });
+    if daemon.hooks.borrow().configured() {
+        ex.spawn(raopd::control::hooks::run_ticks(daemon.hooks.clone()))
+            .detach();
+    }
     let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
     let mdns_task = daemon.cfg.mdns.then(|| {
         let service = mdns::Service {
@@ -80,6 +123,18 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
     });
     smol::block_on(ex.run(async {
         let serve = async { daemon.clone().serve(listener).await };
+        // Served inside this future (not a detached task) so that the socket, and with it
+        // the socket file, goes away when the daemon shuts down.
+        let control = async {
+            match &control_socket {
+                Some(sock) => {
+                    let handler: Rc<dyn raopd::control::ControlHandler> = daemon.clone();
+                    sock.serve(handler, &ex).await
+                }
+                None => future::pending().await,
+            }
+        };
+        let serve = future::or(serve, control);
         let signal = async {
             if let Some(Ok(sig)) = signals.next().await {
                 log::info!("{sig:?}: shutting down");
@@ -87,6 +142,8 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             Ok(())
         };
         let r = future::or(serve, signal).await;
+        // An amplifier switched on by --on-start is switched off on exit too.
+        daemon.hooks.borrow_mut().shutdown();
         // Goodbye packets go out before we exit.
         drop(stop_tx);
         if let Some(t) = mdns_task {

@@ -4,6 +4,7 @@
 
 use crate::buffer::JitterBuffer;
 use crate::config::{Config, Interruption};
+use crate::control::{self, ControlHandler, Hooks, NowPlaying, Remote, RemoteCommand};
 use crate::crypto::AirportKey;
 use crate::output::Sink;
 use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
@@ -14,7 +15,7 @@ use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A connection without a stream is closed after this much silence (a sender holding the
 /// speaker without streaming gets `--session-timeout` instead).
@@ -42,6 +43,11 @@ struct Speaker {
     stream: Option<StreamHandle>,
     /// AirPlay volume in dB, kept across streams.
     volume: f32,
+    /// The sender of the current stream.
+    sender: Option<IpAddr>,
+    /// Remote control of that sender, if it offered one.
+    remote: Option<Rc<Remote>>,
+    now_playing: NowPlaying,
     next_conn: u64,
     /// Per connection: a channel that closes it (a sender taken over by another).
     kick: Vec<(u64, smol::channel::Sender<()>)>,
@@ -54,6 +60,7 @@ pub struct Daemon {
     speaker: RefCell<Speaker>,
     pool: Pool,
     ex: Rc<LocalExecutor<'static>>,
+    pub hooks: Rc<RefCell<Hooks>>,
 }
 
 impl Daemon {
@@ -71,7 +78,10 @@ impl Daemon {
             buffer.capacity_packets(),
             buffer.memory_bytes() / 1024
         );
+        let mut hook_cfg = cfg.control.hooks.clone();
+        hook_cfg.name = cfg.name.clone();
         Rc::new(Daemon {
+            hooks: Rc::new(RefCell::new(Hooks::new(hook_cfg))),
             key: AirportKey::load(),
             speaker: RefCell::new(Speaker {
                 volume: 0.0,
@@ -301,6 +311,17 @@ impl SessionIo for ConnIo<'_> {
             stats: stats.clone(),
         });
         let volume = sp.volume;
+        sp.sender = Some(setup.client_ip);
+        sp.remote = match (&setup.dacp_id, &setup.active_remote) {
+            (Some(id), Some(ar)) => match Remote::new(id, ar, setup.client_ip) {
+                Ok(r) => Some(Rc::new(r)),
+                Err(e) => {
+                    log::info!("no remote control: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
         drop(sp);
         log::info!(
             "stream set up: audio {} control {} timing {}",
@@ -316,6 +337,7 @@ impl SessionIo for ConnIo<'_> {
             .spawn(async move {
                 let end = player::run(setup, socks, cfg, rx, pool, stats, volume).await;
                 log::info!("stream ended: {end:?}");
+                d.hooks.borrow_mut().audio_stopped(Instant::now());
                 let mut sp = d.speaker.borrow_mut();
                 if sp.stream.as_ref().is_some_and(|s| s.serial == serial) {
                     sp.stream = None;
@@ -331,10 +353,17 @@ impl SessionIo for ConnIo<'_> {
 
     fn record(&mut self, start: Option<(u16, u32)>) {
         self.d.send(self.id, Cmd::Record(start));
+        if self.d.owns(self.id) {
+            let sender = self.d.speaker.borrow().sender;
+            self.d.hooks.borrow_mut().audio_started(sender);
+        }
     }
 
     fn flush(&mut self, until: Option<(u16, u32)>) {
         self.d.send(self.id, Cmd::Flush(until));
+        if self.d.owns(self.id) {
+            self.d.hooks.borrow_mut().audio_stopped(Instant::now());
+        }
     }
 
     fn set_volume(&mut self, db: f32) {
@@ -349,22 +378,68 @@ impl SessionIo for ConnIo<'_> {
     }
 
     fn metadata(&mut self, dmap: &[u8]) {
-        log::debug!("metadata: {} bytes", dmap.len());
+        if self.d.owns(self.id) {
+            if let Err(e) = self.d.speaker.borrow_mut().now_playing.apply_dmap(dmap) {
+                log::info!("metadata ignored: {e}");
+            }
+        }
     }
 
     fn artwork(&mut self, content_type: &str, data: &[u8]) {
-        log::debug!("artwork: {content_type}, {} bytes", data.len());
+        if self.d.owns(self.id) {
+            let mut sp = self.d.speaker.borrow_mut();
+            sp.now_playing.set_artwork(content_type, data);
+        }
     }
 
     fn progress(&mut self, start: u32, current: u32, end: u32) {
-        log::debug!("progress: {start}/{current}/{end}");
+        if self.d.owns(self.id) {
+            let mut sp = self.d.speaker.borrow_mut();
+            sp.now_playing.set_progress(start, current, end);
+        }
     }
 
     fn teardown(&mut self) {
         let mut sp = self.d.speaker.borrow_mut();
         if sp.owner == Some(self.id) {
             sp.owner = None;
+            sp.sender = None;
+            sp.remote = None;
+            sp.now_playing.clear();
             Daemon::stop_stream(&mut sp);
+            drop(sp);
+            self.d.hooks.borrow_mut().audio_stopped(Instant::now());
         }
+    }
+}
+
+impl ControlHandler for Daemon {
+    fn status_json(&self) -> String {
+        let sp = self.speaker.borrow();
+        let stats = sp.stream.as_ref().map(|s| s.stats.borrow().clone());
+        control::status_json(
+            &control::Status {
+                name: &self.cfg.name,
+                port: self.cfg.port,
+                version: env!("CARGO_PKG_VERSION"),
+                playing: sp.stream.is_some(),
+                sender: sp.sender,
+                volume_db: sp.volume,
+                remote_control: sp.remote.is_some(),
+                now_playing: &sp.now_playing,
+                stats: stats.as_ref(),
+            },
+            Instant::now(),
+        )
+    }
+
+    fn remote(&self, cmd: RemoteCommand) -> future::BoxedLocal<Result<(), String>> {
+        let remote = self.speaker.borrow().remote.clone();
+        Box::pin(async move {
+            match remote {
+                Some(r) => r.send(cmd).await.map_err(|e| e.to_string()),
+                None => Err("no sender offers remote control".into()),
+            }
+        })
     }
 }

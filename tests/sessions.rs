@@ -282,3 +282,75 @@ fn a_vanished_sender_frees_the_speaker() {
     let c = compare(&input_b, &output);
     assert!(c.is_bit_exact(), "the new sender's audio:\n{c:?}");
 }
+
+/// Runs `raopd status` against the daemon's control socket.
+fn status(socket: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raopd"))
+        .args(["status", "--control-socket"])
+        .arg(socket)
+        .output()
+        .expect("run raopd status");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn metadata_from_a_sender_shows_in_status() {
+    common::require_env();
+    let _serial = common::serial();
+    let dir = TestDir::new("metadata");
+    let ns = Netns::new();
+    let socket = ns.runtime_dir().join("ctl.sock");
+    let port = 5305;
+    let mut raopd = Daemon::start(
+        &ns,
+        dir.path(),
+        port,
+        &[
+            "--name",
+            "meta",
+            "--no-mdns",
+            "--output",
+            "pipe:/dev/null",
+            "--control-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    let idle = status(&socket);
+    assert!(
+        idle.contains("\"state\":\"idle\""),
+        "status before streaming: {idle}"
+    );
+    let wav = dir.join("noise.wav");
+    audio::make_noise_wav(&wav, 6.0, 1.0);
+    let o = PyatvOpts {
+        title: Some("Blue \"Monday\"".into()),
+        artist: Some("Ørkestra".into()),
+        album: Some("Tests".into()),
+        ..opts(None)
+    };
+    let sender = senders::pyatv_spawn(&ns, HOST, port, &wav, &subdir(&dir, "a"), &o);
+    let t0 = Instant::now();
+    let mut seen = String::new();
+    while t0.elapsed() < Duration::from_secs(6) {
+        seen = status(&socket);
+        if seen.contains("Blue \\\"Monday\\\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = sender.wait();
+    raopd.stop();
+    r.assert_ok();
+    assert!(
+        seen.contains("\"state\":\"playing\""),
+        "status while streaming: {seen}"
+    );
+    for want in [
+        "\"title\":\"Blue \\\"Monday\\\"\"",
+        "\"artist\":\"Ørkestra\"",
+        "\"album\":\"Tests\"",
+        "\"sender\":\"127.0.0.1\"",
+    ] {
+        assert!(seen.contains(want), "{want} missing from status: {seen}");
+    }
+}

@@ -27,6 +27,10 @@ pub struct PyatvOpts {
     /// Leave the `a=fmtp` line out of pyatv's SDP. Only for receivers that cannot parse it
     /// (shairport-sync 3.3.8 crashes on it); raopd must take the stock SDP.
     pub no_fmtp: bool,
+    /// Track metadata to send (DMAP); any of them makes pyatv send metadata and progress.
+    pub title: Option<String>,
+    pub artist: Option<String>,
+    pub album: Option<String>,
 }
 
 /// Options of a PulseAudio stream.
@@ -190,6 +194,15 @@ pub fn pyatv_spawn(
     }
     if opts.no_fmtp {
         args.push("--no-fmtp".into());
+    }
+    for (flag, value) in [
+        ("--title", &opts.title),
+        ("--artist", &opts.artist),
+        ("--album", &opts.album),
+    ] {
+        if let Some(v) = value {
+            args.extend([flag.to_string(), v.clone()]);
+        }
     }
     let limit = Duration::from_secs_f64(wav_seconds(wav) + 30.0);
     spawn_timed(ns, "pyatv", &args, limit, log_dir.join("pyatv.out"), None)

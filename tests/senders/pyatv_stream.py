@@ -17,6 +17,7 @@ import pyatv.support.rtsp
 from pyatv.conf import AppleTV, ManualService
 from pyatv.const import Protocol
 from pyatv.protocols.airplay.utils import dbfs_to_pct
+from pyatv.support.metadata import MediaMetadata
 
 
 def parse_args():
@@ -36,6 +37,9 @@ def parse_args():
         action="store_true",
         help="leave the a=fmtp line out of the SDP (only for receivers that cannot parse it)",
     )
+    p.add_argument("--title", help="send this track title (DMAP metadata)")
+    p.add_argument("--artist", help="send this artist (DMAP metadata)")
+    p.add_argument("--album", help="send this album (DMAP metadata)")
     p.add_argument("--debug", action="store_true", help="pyatv debug log on stderr")
     return p.parse_args()
 
@@ -48,9 +52,17 @@ def drop_fmtp_line():
 
 
 async def stream(args):
+    metadata = None
+    properties = {}
+    if args.title or args.artist or args.album:
+        metadata = MediaMetadata(title=args.title, artist=args.artist, album=args.album)
+        # pyatv only sends metadata to receivers whose TXT record says they take it.
+        properties = {"md": "0,1,2"}
     config = AppleTV(args.host, "raopd-test-receiver")
     config.add_service(
-        ManualService("raopd-test-receiver", Protocol.RAOP, args.port, {}, password=args.password)
+        ManualService(
+            "raopd-test-receiver", Protocol.RAOP, args.port, properties, password=args.password
+        )
     )
     started = time.monotonic()
     atv = await pyatv.connect(config, asyncio.get_running_loop())
@@ -59,7 +71,7 @@ async def stream(args):
             # pyatv keeps volume in percent and maps 0..100 % linearly onto -30..0 dB.
             await atv.audio.set_volume(dbfs_to_pct(args.volume_db))
         connected = time.monotonic()
-        await atv.stream.stream_file(args.file)
+        await atv.stream.stream_file(args.file, metadata=metadata)
         done = time.monotonic()
         print(f"pyatv: connect {connected - started:.3f} s, stream {done - connected:.3f} s", flush=True)
     finally:
