@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod loss;
 pub mod netns;
 pub mod senders;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
