@@ -67,6 +67,11 @@ impl Drop for Run {
 
 /// Streams the standard noise file from `sender` into a fresh daemon writing to `output`.
 fn stream(test: &str, port: u16, sender: Sender, output: Output) -> Run {
+    stream_with(test, port, sender, output, &["--no-mdns"])
+}
+
+/// [`stream`] with other daemon flags than `--no-mdns`.
+fn stream_with(test: &str, port: u16, sender: Sender, output: Output, extra: &[&str]) -> Run {
     common::require_env();
     let _serial = common::serial();
     let dir = TestDir::new(test);
@@ -84,7 +89,7 @@ fn stream(test: &str, port: u16, sender: Sender, output: Output) -> Run {
         &ns,
         dir.path(),
         port,
-        &["--name", test, "--no-mdns", "--output", &output_arg],
+        &[&["--name", test, "--output", &output_arg], extra].concat(),
     );
 
     let threads = raopd.sample_threads();
@@ -177,14 +182,35 @@ fn pulseaudio_rsa_alac_to_alsa_file_is_bit_exact() {
     );
 }
 
-/// The daemon is one reactor thread (plus at most one helper, e.g. for blocking output): count
-/// the threads of its process while the heaviest stream (RSA + ALAC) plays.
+/// The daemon is one reactor thread plus async-io's parked helper: count the threads of its
+/// process while the heaviest stream (RSA + ALAC) plays, with mDNS, the control socket and
+/// hooks all on.
 ///
 /// Under qemu-user (`RAOPD_CMD` starting with `qemu-`) the process is qemu's, which adds threads
 /// of its own, so the count is reported but not asserted.
 #[test]
 fn at_most_two_threads_while_streaming() {
-    let run = stream("threads", 5105, Sender::PulseRsaAlac, Output::Pipe);
+    // Everything on: mDNS responder, control socket, hooks.
+    let dir = std::env::temp_dir().join(format!("raopd-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("ctl.sock");
+    let run = stream_with(
+        "threads",
+        5105,
+        Sender::PulseRsaAlac,
+        Output::Pipe,
+        &[
+            "--control-socket",
+            socket.to_str().unwrap(),
+            "--on-start",
+            "true",
+            "--on-stop",
+            "true",
+            "--idle-timeout",
+            "1",
+        ],
+    );
+    std::fs::remove_dir_all(&dir).ok();
     assert!(
         run.max_threads > 0,
         "the thread sampler never saw the daemon"
