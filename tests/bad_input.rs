@@ -320,10 +320,7 @@ fn bad_input_is_refused_and_the_daemon_keeps_serving() {
     // The same daemon then plays a real sender's stream bit for bit.
     let wav = dir.join("noise.wav");
     let input = audio::make_noise_wav(&wav, 3.0, 3.0);
-    let opts = PyatvOpts {
-        volume_db: Some(0.0),
-        ..PyatvOpts::default()
-    };
+    let opts = PyatvOpts::unity();
     let sent = senders::pyatv_stream(&ns, "127.0.0.1", PORT, &wav, dir.path(), &opts);
     std::thread::sleep(Duration::from_millis(500));
     assert!(

@@ -71,6 +71,8 @@ pub struct StreamStats {
     pub clock: Option<ClockStats>,
     pub garbage_packets: u64,
     pub foreign_packets: u64,
+    /// Timing requests sent to the sender.
+    pub timing_requests: u64,
     pub decode_errors: u64,
     pub underruns: u64,
 }
@@ -85,7 +87,7 @@ impl StreamStats {
             "start_error_us={} sync_error_us={} max_sync_error_us={} frames_inserted={} frames_dropped={} resyncs={} \
              frames_written={} silence_frames={} received={} lost={} late={} duplicates={} requested={} recovered={} \
              resend_requests={} underruns={} decode_errors={} garbage_packets={} foreign_packets={} drift_ppm={:.1} \
-             clock_offset_samples={}",
+             clock_offset_samples={} timing_requests={}",
             r.start_error_us,
             r.sync_error_us,
             r.max_sync_error_us,
@@ -107,6 +109,7 @@ impl StreamStats {
             self.foreign_packets,
             c.map_or(0.0, |c| c.drift_ppm),
             c.map_or(0, |c| c.samples),
+            self.timing_requests,
         )
     }
 }
@@ -478,6 +481,7 @@ impl Stream {
                 }
                 .emit(&mut b);
                 let _ = socks.timing.send_to(&b, peer).await;
+                self.stats.borrow_mut().timing_requests += 1;
             }
         }
     }

@@ -72,6 +72,7 @@ pub struct Renderer {
     /// clock instead (frames go out `target` ahead of their due time) and never
     /// drift-corrected.
     paced: bool,
+    pacing_checked: bool,
     written_since_start: u64,
     scratch: Box<[i16]>,
     pub stats: RenderStats,
@@ -100,6 +101,7 @@ impl Renderer {
             error_ns: None,
             since_correction: 0,
             paced: true,
+            pacing_checked: false,
             written_since_start: 0,
             scratch: vec![0; (CHUNK + 1) * 2].into_boxed_slice(),
             stats: RenderStats::default(),
@@ -169,6 +171,7 @@ impl Renderer {
             self.next_ts = start_ts;
             self.started = true;
             self.paced = true;
+            self.pacing_checked = false;
             self.written_since_start = 0;
             if due >= sounds_at {
                 let pad = duration_to_frames(due - sounds_at) as usize;
@@ -184,16 +187,17 @@ impl Renderer {
             log::debug!("first frame {start_ts} scheduled");
         }
         let st = sink.status(now)?;
-        if self.paced
-            && self.written_since_start >= 2 * CHUNK as u64
-            && st.delay == 0
-            && st.avail >= sink.capacity()
-        {
-            log::info!(
-                "{} reports no playback delay: pacing it by the system clock",
-                sink.describe()
-            );
-            self.paced = false;
+        // Decided once per start, two chunks in: later, an empty device is an underrun,
+        // not a device without delay.
+        if !self.pacing_checked && self.written_since_start >= 2 * CHUNK as u64 {
+            self.pacing_checked = true;
+            if st.delay == 0 && st.avail >= sink.capacity() {
+                log::info!(
+                    "{} reports no playback delay: pacing it by the system clock",
+                    sink.describe()
+                );
+                self.paced = false;
+            }
         }
         let settled = self.written_since_start >= 2 * CHUNK as u64;
         let (delay, correction) = if self.paced {

@@ -28,6 +28,19 @@ pub fn command_prefix() -> Vec<String> {
 
 /// Whether the daemon runs under qemu-user. Then its process is qemu's, which has threads of
 /// its own (e.g. its RCU thread), so per-process thread counts do not describe the daemon.
+/// True when the daemon is a big-endian MIPS binary under `qemu-mips`: its ALSA output is
+/// native-endian S16, i.e. big-endian bytes in the `file` plugin's output.
+pub fn big_endian_daemon() -> bool {
+    command_prefix()
+        .first()
+        .and_then(|p| {
+            Path::new(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .is_some_and(|n| n == "qemu-mips")
+}
+
 pub fn runs_under_qemu() -> bool {
     command_prefix()
         .first()

@@ -189,3 +189,19 @@ pub fn tail_of_file(path: &Path, max_bytes: usize) -> String {
         Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }
+
+/// Prints the tail of a daemon log if the test that holds it panics: the log of a failing
+/// end-to-end run is the first thing to read.
+pub struct LogOnPanic(pub PathBuf);
+
+impl Drop for LogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- raopd log ({}) ----\n{}\n---- end of raopd log ----",
+                self.0.display(),
+                tail_of_file(&self.0, 20_000)
+            );
+        }
+    }
+}

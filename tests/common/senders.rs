@@ -33,6 +33,16 @@ pub struct PyatvOpts {
     pub album: Option<String>,
 }
 
+impl PyatvOpts {
+    /// pyatv as the exactness tests use it: volume 0 dB, so software volume is the identity.
+    pub fn unity() -> Self {
+        PyatvOpts {
+            volume_db: Some(0.0),
+            ..PyatvOpts::default()
+        }
+    }
+}
+
 /// Options of a PulseAudio stream.
 #[derive(Clone, Debug)]
 pub struct PulseOpts {
@@ -56,6 +66,18 @@ impl Default for PulseOpts {
             password: None,
             sink_volume_pct: Some(100),
             tail_secs: 3.0,
+        }
+    }
+}
+
+impl PulseOpts {
+    /// module-raop-sink with RSA + ALAC over UDP, sink at 100 % (sent as 0 dB).
+    pub fn rsa_alac() -> Self {
+        PulseOpts {
+            encryption: "RSA".into(),
+            codec: "ALAC".into(),
+            sink_volume_pct: Some(100),
+            ..PulseOpts::default()
         }
     }
 }
