@@ -1,0 +1,55 @@
+# shellcheck shell=bash
+# Shared settings for the MIPS scripts (scripts/setup-mips.sh, scripts/build-mips.sh,
+# scripts/qemu-cmd.sh, scripts/zigcc-*). Source it; do not run it.
+#
+# Layout
+#   $MIPS_CACHE                      persistent cache, survives `cargo clean` and fresh clones
+#     (default ${XDG_CACHE_HOME:-$HOME/.cache}/raopd-mips, override with RAOPD_MIPS_CACHE)
+#     zig-venv/                      Python venv holding the `ziglang` wheel (zig cc = musl linker)
+#     bin/zig                        symlink to the zig binary inside the venv
+#     zig-cache/                     zig's global cache (its prebuilt musl libc.a etc.)
+#     src/                           Debian's alsa-lib source package (apt-get source)
+#     build/<target>/                alsa-lib build trees
+#     alsa-<rust-target>/usr/...     alsa-lib installs (DESTDIR), static libasound.a + alsa.pc
+#   <repo>/target/mips-sysroot       symlink to $MIPS_CACHE; .cargo/config.toml and the zig
+#                                    wrappers find everything through it
+
+MIPS_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MIPS_CACHE="${RAOPD_MIPS_CACHE:-${XDG_CACHE_HOME:-${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}/.cache}/raopd-mips}"
+MIPS_SYSROOT_LINK="$MIPS_REPO_ROOT/target/mips-sysroot"
+
+# The four targets that CI builds and tests.
+MIPS_TARGETS=(mips-unknown-linux-gnu mipsel-unknown-linux-gnu mips-unknown-linux-musl mipsel-unknown-linux-musl)
+
+# zig from PyPI (`ziglang` wheel) is the C compiler/linker for the musl targets.
+MIPS_ZIG_VERSION="${RAOPD_ZIG_VERSION:-0.15.2}"
+
+# Bump when the alsa-lib configure flags change, so that cached builds are redone.
+MIPS_ALSA_BUILD_REV=1
+
+# Flags for rustc's -Z build-std (MIPS targets are tier 3: no prebuilt std).
+MIPS_BUILD_STD="-Zbuild-std=std,panic_unwind"
+
+mips_log() { printf '\033[1;34m[mips]\033[0m %s\n' "$*" >&2; }
+mips_die() { printf '\033[1;31m[mips] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+mips_check_target() {
+  case "$1" in
+    mips-unknown-linux-gnu|mipsel-unknown-linux-gnu|mips-unknown-linux-musl|mipsel-unknown-linux-musl) ;;
+    *) mips_die "unknown target '$1' (expected one of: ${MIPS_TARGETS[*]})" ;;
+  esac
+}
+
+# zig's target triple for a Rust musl target. Rust's mips*-unknown-linux-musl targets are
+# soft-float mips32r2 (OpenWrt's ABI), which zig calls "musleabi".
+mips_zig_target() {
+  case "$1" in
+    mips-unknown-linux-musl) echo mips-linux-musleabi ;;
+    mipsel-unknown-linux-musl) echo mipsel-linux-musleabi ;;
+    *) mips_die "no zig target for $1" ;;
+  esac
+}
+
+# Where a target's alsa-lib lives (DESTDIR root; the .pc file is under usr/lib/pkgconfig).
+# mipsel-unknown-linux-gnu uses Debian's multiarch libasound2-dev:mipsel instead.
+mips_alsa_root() { echo "$MIPS_CACHE/alsa-$1"; }
