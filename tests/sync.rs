@@ -16,7 +16,7 @@
 //!
 //! The three runs are real-time bound, not CPU bound, and each has its own namespace, so they
 //! may run at the same time. `RAOPD_SYNC_SECS` shortens (or lengthens) the noise for quick
-//! local runs; the default is 100 s.
+//! local runs; the default is 180 s ("several minutes" of a real sender).
 
 mod common;
 
@@ -46,7 +46,7 @@ fn noise_secs() -> f64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .filter(|&s: &f64| s >= 10.0)
-        .unwrap_or(100.0)
+        .unwrap_or(180.0)
 }
 
 /// What one run produced. Prints the daemon's log if the test fails while it is alive.
