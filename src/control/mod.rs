@@ -97,6 +97,8 @@ fn write_stats(w: &mut JsonWriter, st: &StreamStats) {
     w.key("frames_written").u64(r.frames_written);
     w.key("silence_frames").u64(r.silence_frames);
     w.key("skipped_frames").u64(r.skipped_frames);
+    w.key("late_restarts").u64(r.late_restarts);
+    w.key("late_delay_ms").u64(r.late_delay_ms);
     w.key("start_error_us").i64(r.start_error_us);
     w.end_object();
     w.key("clock");

@@ -87,7 +87,8 @@ impl StreamStats {
             "start_error_us={} sync_error_us={} max_sync_error_us={} frames_inserted={} frames_dropped={} resyncs={} \
              frames_written={} silence_frames={} received={} lost={} late={} duplicates={} requested={} recovered={} \
              resend_requests={} underruns={} decode_errors={} garbage_packets={} foreign_packets={} drift_ppm={:.1} \
-             clock_offset_samples={} timing_requests={} latency_frames={} sync_outliers={} reanchors={}",
+             clock_offset_samples={} timing_requests={} latency_frames={} sync_outliers={} reanchors={} \
+             late_restarts={} late_delay_ms={}",
             r.start_error_us,
             r.sync_error_us,
             r.max_sync_error_us,
@@ -113,6 +114,8 @@ impl StreamStats {
             c.map_or(0, |c| c.latency_frames),
             c.map_or(0, |c| c.sync_outliers),
             c.map_or(0, |c| c.reanchors),
+            r.late_restarts,
+            r.late_delay_ms,
         )
     }
 }
