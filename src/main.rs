@@ -121,27 +121,34 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             }
         })
     });
-    smol::block_on(ex.run(async {
-        let serve = async { daemon.clone().serve(listener).await };
-        // Served inside this future (not a detached task) so that the socket, and with it
-        // the socket file, goes away when the daemon shuts down.
-        let control = async {
+    // The RTSP listener, the control socket and the signals each run as their own task: the
+    // executor polls a task only when it was woken, whereas a future raced inside the main
+    // one would be polled, and its socket tried (an accept or read per try), on every wakeup
+    // of every stream packet.
+    let serve = ex.spawn({
+        let daemon = daemon.clone();
+        async move { daemon.serve(listener).await }
+    });
+    // The control socket lives in its task: cancelling the task at shutdown drops it, and
+    // with it the socket file.
+    let control = ex.spawn({
+        let handler: Rc<dyn raopd::control::ControlHandler> = daemon.clone();
+        let ex = ex.clone();
+        async move {
             match &control_socket {
-                Some(sock) => {
-                    let handler: Rc<dyn raopd::control::ControlHandler> = daemon.clone();
-                    sock.serve(handler, &ex).await
-                }
+                Some(sock) => sock.serve(handler, &ex).await,
                 None => future::pending().await,
             }
-        };
-        let serve = future::or(serve, control);
-        let signal = async {
-            if let Some(Ok(sig)) = signals.next().await {
-                log::info!("{sig:?}: shutting down");
-            }
-            Ok(())
-        };
-        let r = future::or(serve, signal).await;
+        }
+    });
+    let signal = ex.spawn(async move {
+        if let Some(Ok(sig)) = signals.next().await {
+            log::info!("{sig:?}: shutting down");
+        }
+        Ok(())
+    });
+    smol::block_on(ex.run(async {
+        let r = future::or(future::or(serve, control), signal).await;
         // An amplifier switched on by --on-start is switched off on exit too.
         daemon.hooks.borrow_mut().shutdown();
         // Goodbye packets go out before we exit.
