@@ -299,6 +299,7 @@ impl SessionIo for ConnIo<'_> {
             default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * 441 / 10) as u32,
             latency_offset_ms: self.d.cfg.latency_offset_ms,
             session_timeout: self.d.cfg.session_timeout,
+            period: player::DEFAULT_PERIOD,
         };
         let mut sp = self.d.speaker.borrow_mut();
         Daemon::stop_stream(&mut sp);

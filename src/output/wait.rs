@@ -138,6 +138,26 @@ impl Waiter {
         (&mut self.timer).await;
     }
 
+    /// For a caller that waits on many sources at once: registers interest in the sink's
+    /// descriptors with `cx` and returns `Ready` when one of them signalled since the last
+    /// call; then [`Waiter::check`] tells whether the sink really takes frames. Always
+    /// `Pending` without descriptors.
+    pub fn poll_event(&self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        for s in &self.sources {
+            if s.readable {
+                if let Poll::Ready(r) = s.io.poll_readable(cx) {
+                    return Poll::Ready(r);
+                }
+            }
+            if s.writable {
+                if let Poll::Ready(r) = s.io.poll_writable(cx) {
+                    return Poll::Ready(r);
+                }
+            }
+        }
+        Poll::Pending
+    }
+
     /// Waits for an event on any descriptor (true) or the deadline (false).
     async fn watch(&mut self, deadline: Instant) -> io::Result<bool> {
         self.timer.set_at(deadline);
@@ -164,8 +184,9 @@ impl Waiter {
         .await
     }
 
-    /// Fills in `revents` with a zero-timeout poll(2) and asks the sink.
-    fn check(&mut self, sink: &mut dyn Sink) -> io::Result<bool> {
+    /// Fills in `revents` with a zero-timeout poll(2) and asks the sink whether it can take
+    /// frames now.
+    pub fn check(&mut self, sink: &mut dyn Sink) -> io::Result<bool> {
         for fd in &mut self.fds {
             fd.revents = 0;
         }

@@ -10,15 +10,19 @@ use crate::buffer::{BufferStats, Insert, JitterBuffer};
 use crate::clock::{ClockConfig, ClockModel, ClockStats, LatencyRule};
 use crate::codec::Decoder;
 use crate::crypto::AudioCipher;
+use crate::output::wait::SPURIOUS_BACKOFF;
 use crate::output::{Mixer, Sink, SoftMixer, Waiter};
 use crate::rtp::{self, payload_type as pt};
 use crate::rtsp::StreamSetup;
 use async_io::{Async, Timer};
-use futures_lite::future;
+use futures_lite::Stream as _;
 use std::cell::RefCell;
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::OnceLock;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// How often stream statistics are logged at debug level.
@@ -61,7 +65,14 @@ pub struct PlayerConfig {
     pub latency_offset_ms: i64,
     /// No packet from the sender for this long ends the stream.
     pub session_timeout: Duration,
+    /// While the output runs, the loop wakes at least this often to write to the sink and to
+    /// take in the audio packets that arrived meanwhile (40 ms by default: about 5 packets a
+    /// wakeup; streams whose latency leaves no room for that are read packet by packet).
+    pub period: Duration,
 }
+
+/// [`PlayerConfig::period`] unless configured.
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(40);
 
 /// A stream's statistics, shared with the status interface.
 #[derive(Debug, Clone, Default)]
@@ -151,14 +162,6 @@ pub fn instant_of(ns: u64) -> Instant {
     epoch() + Duration::from_nanos(ns)
 }
 
-enum Event {
-    Audio(std::io::Result<(usize, SocketAddr)>),
-    Control(std::io::Result<(usize, SocketAddr)>),
-    Timing(std::io::Result<(usize, SocketAddr)>),
-    Cmd(Option<Cmd>),
-    Wake,
-}
-
 struct Stream {
     setup: StreamSetup,
     decoder: Decoder,
@@ -194,6 +197,29 @@ pub async fn run(
     end
 }
 
+/// What woke the stream loop.
+#[derive(Default)]
+struct Ready {
+    audio: bool,
+    control: bool,
+    timing: bool,
+    sink: bool,
+    cmd: Option<Option<Cmd>>,
+}
+
+/// The edge loop, in the str0m shape: wait once for any of the sources (the three sockets,
+/// the command channel, the sink's descriptors, one reusable timer), then drain every ready
+/// socket until it would block, feed the cores, send what they ask for, write to the sink,
+/// and sleep again. No future or timer is built per iteration and the timer is re-armed only
+/// when its deadline changes, so each wakeup costs the reactor's own handful of system calls
+/// plus the reads and writes themselves.
+///
+/// While the output runs, the audio socket is not watched: it is drained at every wakeup,
+/// and wakeups come at least every [`PlayerConfig::period`], so audio packets are taken in
+/// batches (about 5 per 40 ms) instead of one wakeup each. Before the output starts, when the
+/// stream's latency is too short for batches (less than three periods beyond what the
+/// renderer commits ahead), and always for the control and timing sockets (timing replies
+/// are stamped on arrival), each packet wakes the loop at once.
 async fn run_with(
     res: &mut Resources,
     setup: StreamSetup,
@@ -203,6 +229,7 @@ async fn run_with(
     stats: Rc<RefCell<StreamStats>>,
     volume_db: f32,
 ) -> End {
+    let mut cmds = std::pin::pin!(cmds);
     let Resources { sink, buffer } = res;
     let sink: &mut dyn Sink = sink.as_mut();
     buffer.reset(setup.format.frames_per_packet as usize);
@@ -248,7 +275,11 @@ async fn run_with(
     let mut cbuf = vec![0u8; 2048];
     let mut tbuf = [0u8; 128];
     let mut waiter: Option<Waiter> = None;
-    let mut last_report = Instant::now();
+    // Until then the sink's descriptors are not watched (after a wakeup it refused).
+    let mut sink_backoff: Option<Instant> = None;
+    let mut timer = Timer::never();
+    let mut armed: Option<Instant> = None;
+    let mut last_report = now;
     loop {
         let now = Instant::now();
         if now.duration_since(s.last_heard) > cfg.session_timeout {
@@ -258,7 +289,7 @@ async fn run_with(
             );
             return End::Timeout;
         }
-        s.send_requests(now, buffer, &socks).await;
+        s.send_requests(now, buffer, &socks);
         let was_started = s.renderer.is_started();
         let volume = &s.mixer;
         let clock = &s.clock;
@@ -275,8 +306,13 @@ async fn run_with(
                 return End::SinkFailed;
             }
         };
-        if s.renderer.is_started() && !was_started {
+        let started = s.renderer.is_started();
+        if started && !was_started {
             waiter = Some(Waiter::new(sink));
+            sink_backoff = None;
+        } else if !started && was_started {
+            // The renderer stopped the sink (resync): its descriptors are gone.
+            waiter = None;
         }
         s.publish_stats(buffer, sink);
         if log::log_enabled!(log::Level::Debug)
@@ -286,63 +322,81 @@ async fn run_with(
             log::debug!("stream: {}", s.stats.borrow().summary());
         }
 
-        // Sleep until a packet, a command, the sink or the earliest timer.
+        // Audio packets are taken in batches only while the stream's latency leaves room
+        // for it: a real-time sender with a short latency (PipeWire: 250 ms) is read as
+        // packets come.
+        let latency = Duration::from_nanos(
+            u64::from(s.clock.latency_frames()) * 1_000_000_000 / u64::from(crate::output::RATE),
+        );
+        let batch = started && latency.saturating_sub(Renderer::lead(sink)) > 3 * cfg.period;
+        // The one timer: the earliest thing due.
         let mut deadline = s.last_heard + cfg.session_timeout;
+        if started {
+            deadline = deadline.min(now + cfg.period);
+        }
         for t in [
             wake,
             s.clock.poll_timeout().map(instant_of),
             buffer.poll_timeout().map(instant_of),
+            sink_backoff,
         ]
         .into_iter()
         .flatten()
         {
             deadline = deadline.min(t);
         }
-        let ev = {
-            let audio = async { Event::Audio(socks.audio.recv_from(&mut abuf).await) };
-            let control = async { Event::Control(socks.control.recv_from(&mut cbuf).await) };
-            let timing = async { Event::Timing(socks.timing.recv_from(&mut tbuf).await) };
-            let cmd = async { Event::Cmd(cmds.recv().await.ok()) };
-            let sink_ready = async {
-                match (&mut waiter, s.renderer.is_started()) {
-                    (Some(w), true) => {
-                        let _ = w.wait(sink, deadline).await;
-                    }
-                    _ => {
-                        Timer::at(deadline).await;
-                    }
+        // Re-arming costs the reactor a notification: only when the deadline moves earlier
+        // (waking early is harmless, the loop just looks again).
+        if armed.is_none_or(|a| deadline < a) {
+            timer.set_at(deadline);
+            armed = Some(deadline);
+        }
+        let watch_sink = started && sink_backoff.is_none_or(|t| now >= t);
+        let ready = std::future::poll_fn(|cx| {
+            let mut r = Ready::default();
+            if !batch {
+                r.audio = socks.audio.poll_readable(cx).is_ready();
+            }
+            r.control = socks.control.poll_readable(cx).is_ready();
+            r.timing = socks.timing.poll_readable(cx).is_ready();
+            if let Poll::Ready(c) = cmds.as_mut().poll_next(cx) {
+                r.cmd = Some(c);
+            }
+            if watch_sink {
+                if let Some(w) = &waiter {
+                    r.sink = w.poll_event(cx).is_ready();
                 }
-                Event::Wake
-            };
-            future::or(
-                future::or(audio, control),
-                future::or(future::or(timing, cmd), sink_ready),
-            )
-            .await
-        };
+            }
+            let fired = Pin::new(&mut timer).poll(cx).is_ready();
+            if fired {
+                armed = None;
+            }
+            if fired || r.audio || r.control || r.timing || r.sink || r.cmd.is_some() {
+                Poll::Ready(r)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
         let now = Instant::now();
-        match ev {
-            Event::Audio(Ok((n, from))) => {
-                if s.accept(from) {
-                    s.on_audio(&mut abuf[..n], now, buffer, 0);
+        if ready.sink {
+            if let Some(w) = &mut waiter {
+                match w.check(sink) {
+                    Ok(true) => sink_backoff = None,
+                    Ok(false) => {
+                        log::trace!("{}: spurious wakeup", sink.describe());
+                        sink_backoff = Some(now + SPURIOUS_BACKOFF);
+                    }
+                    Err(e) => log::debug!("{}: poll: {e}", sink.describe()),
                 }
             }
-            Event::Control(Ok((n, from))) => {
-                if s.accept(from) {
-                    s.on_control(&mut cbuf[..n], now, buffer);
-                }
-            }
-            Event::Timing(Ok((n, from))) => {
-                if s.accept(from) {
-                    s.on_timing(&tbuf[..n], now);
-                }
-            }
-            Event::Audio(Err(e)) | Event::Control(Err(e)) | Event::Timing(Err(e)) => {
-                // ICMP errors (port unreachable) surface here; they are not fatal.
-                log::debug!("udp receive: {e}");
-            }
-            Event::Cmd(None) | Event::Cmd(Some(Cmd::Stop)) => return End::Stopped,
-            Event::Cmd(Some(c)) => {
+        }
+        // Drain: every socket, ready or not while the output runs, until it would block.
+        s.drain(&socks, &mut abuf, &mut cbuf, &mut tbuf, now, buffer);
+        match ready.cmd {
+            None => {}
+            Some(None) | Some(Some(Cmd::Stop)) => return End::Stopped,
+            Some(Some(c)) => {
                 s.last_heard = now;
                 match c {
                     Cmd::Record(start) => {
@@ -360,15 +414,35 @@ async fn run_with(
                         }
                         s.clock.reset_anchor();
                         s.first_packet_seen = false;
-                        sink.stop();
                         waiter = None;
+                        sink.stop();
                     }
                     Cmd::Volume(db) => s.mixer.set_volume(db),
                     Cmd::Stop => unreachable!(),
                 }
             }
-            Event::Wake => {}
         }
+    }
+}
+
+/// One datagram if there is one (the socket is non-blocking). Errors other than "would block"
+/// (ICMP port unreachable surfacing from an earlier send) are logged and end this drain.
+fn recv(sock: &Async<UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match sock.get_ref().recv_from(buf) {
+        Ok(r) => Some(r),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => {
+            log::debug!("udp receive: {e}");
+            None
+        }
+    }
+}
+
+/// Sends one datagram without waiting: a request that does not fit the socket buffer now is
+/// dropped (the next one is due soon).
+fn send(sock: &Async<UdpSocket>, b: &[u8], to: SocketAddr) {
+    if let Err(e) = sock.get_ref().send_to(b, to) {
+        log::debug!("udp send to {to}: {e}");
     }
 }
 
@@ -459,8 +533,35 @@ impl Stream {
         }
     }
 
+    /// Reads every socket until it would block and feeds what came in to the cores.
+    fn drain(
+        &mut self,
+        socks: &Sockets,
+        abuf: &mut [u8],
+        cbuf: &mut [u8],
+        tbuf: &mut [u8],
+        now: Instant,
+        buffer: &mut JitterBuffer,
+    ) {
+        while let Some((n, from)) = recv(&socks.timing, tbuf) {
+            if self.accept(from) {
+                self.on_timing(&tbuf[..n], now);
+            }
+        }
+        while let Some((n, from)) = recv(&socks.control, cbuf) {
+            if self.accept(from) {
+                self.on_control(&mut cbuf[..n], now, buffer);
+            }
+        }
+        while let Some((n, from)) = recv(&socks.audio, abuf) {
+            if self.accept(from) {
+                self.on_audio(&mut abuf[..n], now, buffer, 0);
+            }
+        }
+    }
+
     /// Sends the resend and timing requests that are due.
-    async fn send_requests(&mut self, now: Instant, buffer: &mut JitterBuffer, socks: &Sockets) {
+    fn send_requests(&mut self, now: Instant, buffer: &mut JitterBuffer, socks: &Sockets) {
         if let Some(peer) = self.control_peer {
             while let Some(r) = buffer.poll_resend(local_ns(now)) {
                 let mut b = [0u8; rtp::RESEND_LEN];
@@ -471,7 +572,7 @@ impl Stream {
                 }
                 .emit(&mut b);
                 log::debug!("resend request {}+{}", r.first, r.count);
-                let _ = socks.control.send_to(&b, peer).await;
+                send(&socks.control, &b, peer);
             }
         } else {
             while buffer.poll_resend(local_ns(now)).is_some() {}
@@ -486,7 +587,7 @@ impl Stream {
                     transmit,
                 }
                 .emit(&mut b);
-                let _ = socks.timing.send_to(&b, peer).await;
+                send(&socks.timing, &b, peer);
                 self.stats.borrow_mut().timing_requests += 1;
             }
         }

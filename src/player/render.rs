@@ -20,6 +20,8 @@ const CHUNK: usize = 352;
 /// The sink is kept filled to this much audio at most; it is also how early frames are
 /// committed, so a packet missing this close to its time is given up.
 const TARGET_FILL_MAX: usize = 8820; // 200 ms
+/// Added to the target fill when deciding to start: the start itself takes a moment.
+const START_SLACK: Duration = Duration::from_millis(5);
 /// A timestamp jump larger than this is a new timeline, not a gap to fill.
 const MAX_GAP: i32 = 44100;
 /// Sync errors within this are left alone (1 ms).
@@ -75,6 +77,8 @@ enum Correction {
     None,
     Insert,
     Drop,
+    /// One reading beyond the resync limit: write nothing until the next says more.
+    Hold,
     Resync,
 }
 
@@ -84,6 +88,8 @@ pub struct Renderer {
     next_ts: u32,
     /// Smoothed sync error in ns; `None` until measured after a start.
     error_ns: Option<i64>,
+    /// The last reading was beyond the resync limit.
+    far: bool,
     /// Frames written since the last correction.
     since_correction: u64,
     /// The sink's delay follows real playback. Plugin devices such as alsa-lib's `null`
@@ -126,6 +132,7 @@ impl Renderer {
             start_ts: None,
             next_ts: 0,
             error_ns: None,
+            far: false,
             since_correction: 0,
             paced: true,
             pacing_checked: false,
@@ -134,7 +141,8 @@ impl Renderer {
             late_mark: 0,
             late_restart_at: None,
             late_delay: Duration::ZERO,
-            scratch: vec![0; (CHUNK + 1) * 2].into_boxed_slice(),
+            // One write's worth: the target fill plus an inserted frame.
+            scratch: vec![0; (TARGET_FILL_MAX + 2) * 2].into_boxed_slice(),
             stats: RenderStats::default(),
         }
     }
@@ -144,6 +152,7 @@ impl Renderer {
         self.started = false;
         self.start_ts = None;
         self.error_ns = None;
+        self.far = false;
         self.late_run = 0;
         self.late_restart_at = None;
     }
@@ -172,6 +181,12 @@ impl Renderer {
         (sink.capacity() * 3 / 4).clamp(CHUNK, TARGET_FILL_MAX)
     }
 
+    /// How long before its due instant a frame is committed to `sink`: a packet must be in
+    /// the buffer by then.
+    pub fn lead(sink: &dyn Sink) -> Duration {
+        frames_to_duration(Self::target_fill(sink)) + START_SLACK
+    }
+
     /// Does whatever is due at `now`. `due_of(ts)` gives the instant frame `ts` must
     /// sound, or `None` while the clock has no anchor. Returns when to call again (the
     /// sink may also signal readiness earlier), or `None` if nothing can happen until a
@@ -194,7 +209,7 @@ impl Renderer {
             let Some(due) = due_of(start_ts) else {
                 return Ok(None);
             };
-            let lead = frames_to_duration(target) + Duration::from_millis(5);
+            let lead = Self::lead(sink);
             if due > now + lead {
                 return Ok(Some(due - lead));
             }
@@ -268,22 +283,29 @@ impl Renderer {
             self.started = false;
             self.start_ts = Some(self.next_ts);
             self.error_ns = None;
+            self.far = false;
             return Ok(Some(now));
         }
+        if correction == Correction::Hold {
+            return Ok(Some(now + Duration::from_millis(2)));
+        }
         let mut correction = correction;
-        let (mut fill, mut avail) = (delay, st.avail);
+        // Fill up to the target in one write: chunk by chunk into `scratch`, then out.
+        let room = target.saturating_sub(delay).min(st.avail);
+        let mut total = 0;
         let mut idle_rounds = 0;
-        while fill < target && avail > 0 {
-            let want = (target - fill).min(avail).min(CHUNK);
-            let mut n = self.produce(want, buffer);
+        while total < room {
+            let want = (room - total).min(CHUNK);
+            let mut n = self.produce(total, want, buffer);
             if self.late_restart_at.is_some() {
                 break;
             }
             if n >= 2 && self.since_correction >= CORRECTION_SPACING {
+                let end = total + n;
                 match correction {
                     Correction::Insert => {
                         // Repeat the last frame: the stream sounds one frame later.
-                        self.scratch.copy_within((n - 1) * 2..n * 2, n * 2);
+                        self.scratch.copy_within((end - 1) * 2..end * 2, end * 2);
                         n += 1;
                         self.stats.frames_inserted += 1;
                         self.since_correction = 0;
@@ -294,7 +316,7 @@ impl Renderer {
                         self.stats.frames_dropped += 1;
                         self.since_correction = 0;
                     }
-                    Correction::None | Correction::Resync => {}
+                    Correction::None | Correction::Hold | Correction::Resync => {}
                 }
                 correction = Correction::None;
             }
@@ -307,17 +329,18 @@ impl Renderer {
                 }
                 continue;
             }
-            apply(&mut self.scratch[..n * 2]);
-            let w = sink.write(now, &self.scratch[..n * 2])?;
+            total += n;
+        }
+        let mut fill = delay;
+        if total > 0 {
+            apply(&mut self.scratch[..total * 2]);
+            let w = sink.write(now, &self.scratch[..total * 2])?;
             self.stats.frames_written += w as u64;
             self.written_since_start += w as u64;
-            if w < n {
-                log::debug!("sink took {w} of {n} frames");
-                fill += w;
-                break;
+            if w < total {
+                log::debug!("sink took {w} of {total} frames");
             }
             fill += w;
-            avail -= w;
         }
         if self.late_restart_at.is_none() {
             // Packets the buffer refused as late count too: restart after the last of them.
@@ -353,7 +376,7 @@ impl Renderer {
         due: Option<Instant>,
         target: usize,
     ) {
-        let lead = frames_to_duration(target) + Duration::from_millis(5);
+        let lead = frames_to_duration(target) + START_SLACK;
         let behind = due.map_or(Duration::ZERO, |d| {
             (now + lead).saturating_duration_since(d)
         });
@@ -369,6 +392,7 @@ impl Renderer {
         self.started = false;
         self.start_ts = Some(ts);
         self.error_ns = None;
+        self.far = false;
         self.late_run = 0;
     }
 
@@ -398,8 +422,14 @@ impl Renderer {
         self.error_ns = Some(e);
         self.stats.sync_error_us = e / 1000;
         self.stats.max_sync_error_us = self.stats.max_sync_error_us.max((e / 1000).abs());
-        if err.abs() > RESYNC_NS && e.abs() > RESYNC_NS / 2 {
+        // Two readings in a row beyond the limit (a stalled sink, a jump of the sender's
+        // timeline) restart the output; after the first, nothing is written, so that no audio
+        // goes out only to be discarded by the restart.
+        let was_far = std::mem::replace(&mut self.far, err.abs() > RESYNC_NS);
+        if self.far && (was_far || e.abs() > RESYNC_NS / 2) {
             Correction::Resync
+        } else if self.far {
+            Correction::Hold
         } else if e > TOLERANCE_NS {
             Correction::Drop
         } else if e < -TOLERANCE_NS {
@@ -416,8 +446,9 @@ impl Renderer {
         mut frames: usize,
     ) -> io::Result<()> {
         self.scratch.fill(0);
+        let most = self.scratch.len() / 2;
         while frames > 0 {
-            let n = frames.min(CHUNK);
+            let n = frames.min(most);
             let w = sink.write(now, &self.scratch[..n * 2])?;
             self.stats.silence_frames += w as u64;
             if w == 0 {
@@ -431,20 +462,22 @@ impl Renderer {
     /// Drops `frames` from the front of the stream (late start).
     fn skip(&mut self, mut frames: usize, buffer: &mut JitterBuffer) {
         while frames > 0 {
-            let n = self.produce(frames.min(CHUNK), buffer);
+            let n = self.produce(0, frames.min(CHUNK), buffer);
             self.stats.skipped_frames += n as u64;
             frames = frames.saturating_sub(n.max(1));
         }
     }
 
-    /// Fills `scratch` with up to `want` frames of the stream at `next_ts`; returns how
-    /// many (0 when frames were discarded to catch up with the buffer).
-    fn produce(&mut self, want: usize, buffer: &mut JitterBuffer) -> usize {
+    /// Fills `scratch` from frame `at` on with up to `want` frames of the stream at
+    /// `next_ts`; returns how many (0 when frames were discarded to catch up with the
+    /// buffer). `at + want` must leave room for one more frame in `scratch`.
+    fn produce(&mut self, at: usize, want: usize, buffer: &mut JitterBuffer) -> usize {
+        let out = &mut self.scratch[at * 2..];
         let n = match buffer.peek() {
             Next::Audio { ts } => {
                 let d = ts.wrapping_sub(self.next_ts) as i32;
                 if d == 0 {
-                    let n = buffer.read(&mut self.scratch[..want * 2]);
+                    let n = buffer.read(&mut out[..want * 2]);
                     if n > 0 {
                         self.late_run = 0;
                         self.late_mark = buffer.stats.late;
@@ -453,12 +486,12 @@ impl Renderer {
                 } else if d > 0 && d < MAX_GAP {
                     // The sender skipped timestamps: fill the hole with silence.
                     let n = (d as usize).min(want);
-                    self.scratch[..n * 2].fill(0);
+                    out[..n * 2].fill(0);
                     self.stats.silence_frames += n as u64;
                     n
                 } else if d < 0 && d > -MAX_GAP {
                     // Overlapping timestamps: drop what was already played (or is late).
-                    let n = buffer.read(&mut self.scratch[..((-d) as usize).min(want) * 2]);
+                    let n = buffer.read(&mut out[..((-d) as usize).min(want) * 2]);
                     log::debug!("dropped {n} overlapping frames");
                     self.stats.late_frames += n as u64;
                     self.late_run += n as u64;
@@ -475,12 +508,12 @@ impl Renderer {
             Next::Missing { frames, .. } | Next::Starved { frames } => {
                 let n = frames.min(want);
                 buffer.skip_missing(n);
-                self.scratch[..n * 2].fill(0);
+                out[..n * 2].fill(0);
                 self.stats.silence_frames += n as u64;
                 n
             }
             Next::Empty => {
-                self.scratch[..want * 2].fill(0);
+                out[..want * 2].fill(0);
                 self.stats.silence_frames += want as u64;
                 want
             }
