@@ -258,10 +258,10 @@ fn alsa_verdict(dev: &str, e: &io::Error, failure: Option<alsa::AlsaFailure>) ->
     let cause = errno_text(f.errno);
     if f.is_format() {
         // hw: devices take only what the hardware does (many USB DACs: 48 kHz only, or
-        // 24/32-bit only); plughw: converts on the way.
+        // 24/32-bit only); plughw: (or plug: in front of any PCM) converts on the way.
         let plug = match dev.strip_prefix("hw:") {
             Some(rest) => format!("alsa:plughw:{rest}"),
-            None => "alsa:plughw:CARD,DEVICE".to_string(),
+            None => format!("alsa:plug:{dev}"),
         };
         return ProbeError::new(
             false,
