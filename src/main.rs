@@ -40,17 +40,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Quiet by default (warnings), but the start line always says what is up.
-    env_logger::Builder::from_env(
-        env_logger::Env::default().default_filter_or(format!("warn,{START_TARGET}=info")),
-    )
-    .init();
+    env_logger::Builder::new()
+        .parse_filters(&log_filter(std::env::var("RUST_LOG").ok().as_deref()))
+        .init();
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("raopd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The log filter: `RUST_LOG` (default `warn`: quiet), plus the start line at info, so that
+/// even the default or an init script's `RUST_LOG=warn` says which speaker is up. Left out
+/// when `RUST_LOG` says something about the start line itself, or is `off`.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let base = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("warn");
+    if base == "off" || base.contains(START_TARGET) {
+        base.to_string()
+    } else {
+        format!("{base},{START_TARGET}=info")
     }
 }
 
