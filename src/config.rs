@@ -31,8 +31,9 @@ pub struct Config {
     /// Playback latency used until the sender states its own (sync packets). It also
     /// sizes the jitter buffer: max(latency, 2 s) + 1 s of headroom.
     pub latency: Duration,
-    /// Added to the sender's latency for DACs and amplifiers with delay of their own;
-    /// may be negative.
+    /// Moves the sound later (positive, ms) or earlier (negative) than the sender asked:
+    /// added to every frame's due time. A DAC or amplifier that delays the sound by 30 ms
+    /// is made up for with -30.
     pub latency_offset_ms: i64,
     pub password: Option<String>,
     pub interruption: Interruption,
@@ -80,7 +81,7 @@ usage: raopd [options]          an AirPlay 1 (RAOP) speaker
   --mac AA:BB:CC:DD:EE:FF     MAC address to announce (default: the network interface's)
   --latency-ms N              latency until the sender gives its own, 100 to 10000 (default 2000)
   --latency-offset-ms N       play N ms later (positive) or earlier (negative), -2000 to 2000
-                              (default 0): e.g. 30 for an amplifier that adds 30 ms
+                              (default 0): -30 makes up for an amplifier that adds 30 ms
   --password PW               require this password (RTSP Digest); not empty
   --session-interruption allow|deny   a second sender takes over, or gets 453 (default deny)
   --session-timeout SECONDS   free the speaker after this much silence from a sender,
