@@ -47,11 +47,10 @@ else
   echo "setup-test-deps: apt packages present"
 fi
 
-# cargo comes with rustup on the machines this runs on; clippy and rustfmt are rustup components.
-if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-  export PATH="$HOME/.cargo/bin:$PATH"
-fi
-command -v cargo >/dev/null || { echo "setup-test-deps: cargo not found (install Rust with rustup)" >&2; exit 2; }
+# Rust (with rustup when cargo is missing or older than the crate's rust-version), the ALSA
+# headers and alsa-utils: the same script the README's build command runs.
+bash "$repo/scripts/setup-build.sh"
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 for c in clippy rustfmt; do
   sub=$c; [ $c = rustfmt ] && sub=fmt
   if ! cargo "$sub" --version >/dev/null 2>&1; then

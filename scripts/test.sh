@@ -53,6 +53,10 @@ summary() {
 
 stage "test dependencies"
 bash scripts/setup-test-deps.sh
+# Rust may have just been installed with rustup.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 
 stage "cargo fmt --check"
 cargo fmt --all -- --check

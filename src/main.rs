@@ -12,56 +12,37 @@ use std::rc::Rc;
 /// Used when neither `--mac` nor a network interface gives one (a loopback-only host).
 const FALLBACK_MAC: [u8; 6] = [0x02, 0x52, 0x41, 0x4f, 0x50, 0x44];
 
+/// Log target of the start line, which is shown at the default log level.
+const START_TARGET: &str = "raopd::start";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // `raopd status [--control-socket PATH]`, `raopd ctl CMD [--control-socket PATH]`.
-    if let Some(request) = match args.first().map(String::as_str) {
-        Some("status") => Some("status".to_string()),
-        Some("ctl") => Some("help".to_string()),
-        _ => None,
-    } {
-        let mut request = request;
-        let mut path = std::path::PathBuf::from(raopd::control::DEFAULT_SOCKET);
-        let mut rest = args.iter().skip(1);
-        let mut word_seen = args[0] == "status";
-        while let Some(a) = rest.next() {
-            match (a.strip_prefix("--control-socket="), a.as_str()) {
-                (Some(p), _) => path = p.into(),
-                (None, "--control-socket") => match rest.next() {
-                    Some(p) => path = p.into(),
-                    None => {
-                        eprintln!("raopd: --control-socket needs a path");
-                        return ExitCode::from(2);
-                    }
-                },
-                _ if !word_seen => {
-                    request = a.clone();
-                    word_seen = true;
-                }
-                _ => {
-                    eprintln!("raopd: unexpected argument {a}");
-                    return ExitCode::from(2);
-                }
-            }
-        }
-        return raopd::control::client_main(&path, &request);
-    }
     let cfg = match config::parse_args(args) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Version) => {
             println!("raopd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Help) => {
-            println!("{}", config::USAGE);
+        Ok(Command::Help(usage)) => {
+            println!("{usage}");
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Client { socket, request }) => {
+            return raopd::control::client_main(&socket, &request)
+        }
         Err(e) => {
-            eprintln!("raopd: {e}\n{}", config::USAGE);
+            // One line: the message names the flag, the value and what is allowed.
+            if e.contains("--help") {
+                eprintln!("raopd: {e}");
+            } else {
+                eprintln!("raopd: {e} (see raopd --help)");
+            }
             return ExitCode::from(2);
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::new()
+        .parse_filters(&log_filter(std::env::var("RUST_LOG").ok().as_deref()))
+        .init();
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,25 +52,115 @@ fn main() -> ExitCode {
     }
 }
 
+/// The log filter: `RUST_LOG` (default `warn`: quiet), plus the start line at info, so that
+/// even the default or an init script's `RUST_LOG=warn` says which speaker is up. Left out
+/// when `RUST_LOG` says something about the start line itself, or is `off`.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let base = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("warn");
+    if base == "off" || base.contains(START_TARGET) {
+        base.to_string()
+    } else {
+        format!("{base},{START_TARGET}=info")
+    }
+}
+
+/// Opens the output and checks it can play, before anything else: a wrong device is an error
+/// at start (or, with `--wait-for-output`, a warning and a problem to report to senders).
+fn check_output(cfg: &config::Config) -> std::io::Result<Option<raopd::output::ProbeError>> {
+    match raopd::output::probe(&cfg.output) {
+        Ok(()) => Ok(None),
+        Err(p) if p.busy => {
+            log::warn!("{p}");
+            Ok(None)
+        }
+        Err(p) if cfg.wait_for_output => {
+            log::warn!(
+                "{p}; waiting for it (--wait-for-output): senders are refused until it opens"
+            );
+            Ok(Some(p))
+        }
+        Err(p) => Err(std::io::Error::other(p.to_string())),
+    }
+}
+
+/// The start line: name, port, output, interfaces, latency.
+fn start_line(cfg: &config::Config, output_missing: bool) -> String {
+    let interfaces = match mdns::interfaces() {
+        Ok(list) if !list.is_empty() => list
+            .iter()
+            .map(|i| format!("{} {}", i.name, i.addr))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Ok(_) => "none with IPv4 and multicast".to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    let announced = config::announced_name(&cfg.name);
+    let mdns = match (cfg.mdns, announced == cfg.name) {
+        (false, _) => "mDNS off".to_string(),
+        (true, true) => "announced with mDNS".to_string(),
+        (true, false) => format!("announced with mDNS as \"{announced}\""),
+    };
+    let udp = match cfg.udp_port_base {
+        0 => "ephemeral".to_string(),
+        b => format!("{b}-{}", b + (config::UDP_PORT_RANGE - 1)),
+    };
+    format!(
+        "raopd {}: speaker \"{}\" ({mdns}) on RTSP port {}, UDP ports {udp}, output {}{}, \
+         interfaces {interfaces}, latency {} ms (until the sender states its own), offset {:+} ms{}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.name,
+        cfg.port,
+        cfg.output,
+        if output_missing { " (waiting for it)" } else { "" },
+        cfg.latency.as_millis(),
+        cfg.latency_offset_ms,
+        if cfg.password.is_some() {
+            ", password required"
+        } else {
+            ""
+        }
+    )
+}
+
 fn run(cfg: config::Config) -> std::io::Result<()> {
     let sink = raopd::output::open(&cfg.output)
         .map_err(|e| std::io::Error::new(e.kind(), format!("output {}: {e}", cfg.output)))?;
+    let output_problem = check_output(&cfg)?;
     let mac = cfg
         .mac
         .or_else(mdns::mac_of_default_interface)
         .unwrap_or(FALLBACK_MAC);
-    let listener = TcpListener::bind(("0.0.0.0", cfg.port))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("RTSP port {}: {e}", cfg.port)))?;
+    let listener = TcpListener::bind(("0.0.0.0", cfg.port)).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another program listens there (another raopd, shairport-sync?): \
+                 `ss -ltnp` shows which; choose another --port"
+            }
+            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root",
+            _ => "",
+        };
+        std::io::Error::new(e.kind(), format!("RTSP port {}: {e}{hint}", cfg.port))
+    })?;
     let listener = async_io::Async::new(listener)?;
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
     let ex = Rc::new(smol::LocalExecutor::new());
+    if cfg.mdns && config::announced_name(&cfg.name) != cfg.name {
+        log::warn!(
+            "--name \"{}\" is {} bytes of UTF-8; mDNS carries {} after the MAC@ prefix, so \
+             senders list it as \"{}\"",
+            cfg.name,
+            cfg.name.len(),
+            mdns::MAX_ANNOUNCED_NAME_BYTES,
+            config::announced_name(&cfg.name)
+        );
+    }
+    log::info!(target: START_TARGET, "{}", start_line(&cfg, output_problem.is_some()));
     let daemon = Daemon::new(cfg, mac, sink, ex.clone());
-    log::info!(
-        "raopd {} listening on port {}",
-        env!("CARGO_PKG_VERSION"),
-        daemon.cfg.port
-    );
+    daemon.set_output_problem(output_problem);
     let control_socket = daemon.cfg.control.socket.as_deref().and_then(|p| {
         // The speaker works without the socket: a read-only /var/run is not fatal.
         raopd::control::ControlSocket::bind(p)

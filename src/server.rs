@@ -6,7 +6,7 @@ use crate::buffer::JitterBuffer;
 use crate::config::{Config, Interruption};
 use crate::control::{self, ControlHandler, Hooks, NowPlaying, Remote, RemoteCommand};
 use crate::crypto::AirportKey;
-use crate::output::Sink;
+use crate::output::{ProbeError, Sink};
 use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
 use crate::rtsp::{parse_request, ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
 use async_io::{Async, Timer};
@@ -61,6 +61,8 @@ pub struct Daemon {
     pool: Pool,
     ex: Rc<LocalExecutor<'static>>,
     pub hooks: Rc<RefCell<Hooks>>,
+    /// Why the output could not be opened, while `--wait-for-output` waits for it.
+    output_problem: RefCell<Option<ProbeError>>,
 }
 
 impl Daemon {
@@ -91,7 +93,41 @@ impl Daemon {
             cfg,
             mac,
             ex,
+            output_problem: RefCell::new(None),
         })
+    }
+
+    /// Records that the output could not be opened at start (`--wait-for-output`): senders
+    /// are refused with the cause until a new session finds it working.
+    pub fn set_output_problem(&self, problem: Option<ProbeError>) {
+        *self.output_problem.borrow_mut() = problem;
+    }
+
+    /// With `--wait-for-output`, checks the output again before a new stream (while no stream
+    /// holds it): the USB DAC may have appeared, or gone. `Err` holds the cause for the sender.
+    fn check_output(&self) -> Result<(), String> {
+        if !self.cfg.wait_for_output || self.speaker.borrow().stream.is_some() {
+            return Ok(());
+        }
+        let verdict = crate::output::probe(&self.cfg.output).err();
+        let mut problem = self.output_problem.borrow_mut();
+        match verdict {
+            None => {
+                if problem.take().is_some() {
+                    log::warn!("output {} works now", self.cfg.output);
+                }
+                Ok(())
+            }
+            Some(p) if p.busy => Ok(()),
+            Some(p) => {
+                if problem.as_ref() != Some(&p) {
+                    log::warn!("{p}");
+                }
+                let cause = p.cause.clone();
+                *problem = Some(p);
+                Err(cause)
+            }
+        }
     }
 
     /// Statistics of the current stream, if any.
@@ -236,13 +272,15 @@ impl Daemon {
         }
     }
 
+    /// Binds one UDP socket: an ephemeral port, or the first free one of the
+    /// `--udp-port-base` range (checked at start to lie within 65535).
     fn bind_udp(&self, ip: IpAddr) -> std::io::Result<UdpSocket> {
         let base = self.cfg.udp_port_base;
         if base == 0 {
             return UdpSocket::bind((ip, 0));
         }
         let mut last = None;
-        for port in base..base.saturating_add(100) {
+        for port in base..=base.saturating_add(crate::config::UDP_PORT_RANGE - 1) {
             match UdpSocket::bind((ip, port)) {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
@@ -259,6 +297,10 @@ struct ConnIo<'a> {
 }
 
 impl SessionIo for ConnIo<'_> {
+    fn ready(&mut self) -> Result<(), String> {
+        self.d.check_output()
+    }
+
     fn claim(&mut self) -> bool {
         let mut sp = self.d.speaker.borrow_mut();
         match sp.owner {

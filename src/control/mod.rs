@@ -157,7 +157,7 @@ pub const USAGE: &str = "\
   --no-control-socket         do not open the control socket
   --on-start CMD              run CMD with /bin/sh when audio starts
   --on-stop CMD               run CMD when audio has been idle for --idle-timeout
-  --idle-timeout SECONDS      idle time before --on-stop (default 10)";
+  --idle-timeout SECONDS      idle time before --on-stop, 0 to 86400 (default 10)";
 
 impl ControlConfig {
     /// Takes one command-line flag if it is one of [`USAGE`]'s; `value` fetches the flag's
@@ -171,7 +171,7 @@ impl ControlConfig {
             "--control-socket" => {
                 let p = value(flag)?;
                 if p.is_empty() {
-                    return Err("--control-socket needs a path".into());
+                    return Err(crate::config::invalid(flag, &p, "a path"));
                 }
                 self.socket = Some(PathBuf::from(p));
             }
@@ -179,13 +179,9 @@ impl ControlConfig {
             "--on-start" => self.hooks.on_start = Some(value(flag)?).filter(|c| !c.is_empty()),
             "--on-stop" => self.hooks.on_stop = Some(value(flag)?).filter(|c| !c.is_empty()),
             "--idle-timeout" => {
-                let s: u64 = value(flag)?
-                    .parse()
-                    .map_err(|_| "--idle-timeout needs seconds")?;
-                if s > 86_400 {
-                    return Err("--idle-timeout must be at most 86400 seconds".into());
-                }
-                self.hooks.idle = Duration::from_secs(s);
+                let v = value(flag)?;
+                let s = crate::config::number(flag, &v, 0, 86_400, "seconds")?;
+                self.hooks.idle = Duration::from_secs(s as u64);
             }
             _ => return Ok(false),
         }

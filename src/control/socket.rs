@@ -317,9 +317,33 @@ pub fn client_main(path: &Path, request: &str) -> std::process::ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("raopd: control socket {}: {e}", path.display());
+            eprintln!("raopd: {}", unreachable_message(path, &e));
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// One line saying why the daemon could not be asked, and what to check.
+pub fn unreachable_message(path: &Path, e: &io::Error) -> String {
+    let p = path.display();
+    let flag = "or give the --control-socket it was started with";
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            format!("no control socket at {p}: is raopd running? (start it, {flag})")
+        }
+        io::ErrorKind::ConnectionRefused => format!(
+            "nothing answers at {p}: is raopd running? (the file is left from a daemon that \
+             stopped; start raopd, {flag})"
+        ),
+        io::ErrorKind::PermissionDenied => {
+            format!("{p}: permission denied: run this as root or as the user raopd runs as")
+        }
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => format!(
+            "raopd at {p} did not answer within {} s: is it stuck? (`logread -e raopd` or \
+             its log says more)",
+            CLIENT_TIMEOUT.as_secs()
+        ),
+        _ => format!("control socket {p}: {e}: is raopd running? ({flag})"),
     }
 }
 

@@ -33,6 +33,11 @@ pub use responder::{Responder, Transmit, MDNS_GROUP_V4, MDNS_PORT};
 
 use std::net::IpAddr;
 
+/// Bytes of UTF-8 the speaker name may take in the instance label `AABBCCDDEEFF@Name`: a DNS
+/// label holds 63 bytes (RFC 1035 section 2.3.4; RFC 6763 section 4.1.1) and the MAC and `@`
+/// take 13. 50 ASCII letters, 25 Cyrillic or Greek, 16 CJK.
+pub const MAX_ANNOUNCED_NAME_BYTES: usize = 63 - 13;
+
 /// What to publish: one `_raop._tcp` service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {

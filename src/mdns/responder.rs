@@ -44,10 +44,10 @@ const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
 const CONFLICT_BURST: usize = 15;
 const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A DNS label holds at most 63 bytes: the instance label is `AABBCCDDEEFF@` (13 bytes), the
-/// speaker name and a rename suffix such as ` (123)`. Longer names are cut at a character
-/// boundary so that the label always fits.
-const MAX_NAME_BYTES: usize = 63 - 13 - 6;
+/// A DNS label holds at most 63 bytes: the instance label is `AABBCCDDEEFF@` (13 bytes), then
+/// the speaker name and, after a rename, a suffix such as ` (2)`. Longer names are cut at a
+/// character boundary so that the label always fits; the suffix takes its room from the name.
+const MAX_NAME_BYTES: usize = super::MAX_ANNOUNCED_NAME_BYTES;
 
 /// One datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +188,9 @@ impl Responder {
         if self.name_number <= 1 {
             self.base_name.clone()
         } else {
-            format!("{} ({})", self.base_name, self.name_number)
+            let suffix = format!(" ({})", self.name_number);
+            let base = cut_to(&self.base_name, MAX_NAME_BYTES - suffix.len());
+            format!("{}{suffix}", base.trim_end())
         }
     }
 
@@ -791,6 +793,15 @@ fn dotted(s: &str) -> Name<'static> {
         .map(|l| Label::new_unchecked(l.as_bytes().to_vec()))
         .collect();
     Name::new_with_labels(&labels)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut_to(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Trims the speaker name, drops control characters and cuts it to fit one DNS label.

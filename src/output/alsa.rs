@@ -49,14 +49,107 @@ pub struct AlsaSink {
     warned_underrun: bool,
 }
 
-fn alsa_err(what: &str, device: &str, e: ::alsa::Error) -> io::Error {
+/// An alsa-lib call that failed, as an `io::Error` whose kind follows the errno. The message
+/// does not repeat the device: callers prefix [`Sink::describe`] (`alsa:NAME: …`).
+fn alsa_err(what: &'static str, _device: &str, e: ::alsa::Error) -> io::Error {
     let os = io::Error::from_raw_os_error(e.errno());
-    io::Error::new(os.kind(), format!("alsa:{device}: {what}: {e}"))
+    io::Error::new(
+        os.kind(),
+        AlsaFailure {
+            what,
+            errno: e.errno(),
+            func: e.func(),
+        },
+    )
+}
+
+/// Why opening or configuring a PCM failed: the step, alsa-lib's function and the errno.
+/// Carried inside the `io::Error`s of this module so that [`super::probe`] can tell a missing
+/// device from a busy one or one that cannot take the stream's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlsaFailure {
+    /// The step that failed, e.g. `open` or `2 channels`.
+    pub what: &'static str,
+    /// The positive errno alsa-lib returned.
+    pub errno: i32,
+    /// The alsa-lib function, e.g. `snd_pcm_open`.
+    pub func: &'static str,
+}
+
+impl AlsaFailure {
+    /// The PCM exists but refused S16 / 2 channels / 44100 Hz / interleaved access.
+    pub fn is_format(&self) -> bool {
+        FORMAT_STEPS.contains(&self.what)
+    }
+}
+
+impl std::fmt::Display for AlsaFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let os = io::Error::from_raw_os_error(self.errno);
+        write!(f, "{}: {} failed: {os}", self.what, self.func)
+    }
+}
+
+impl std::error::Error for AlsaFailure {}
+
+/// The hw-params steps that fail when the device cannot take the stream's format.
+const FORMAT_STEPS: [&str; 4] = [STEP_ACCESS, STEP_FORMAT, STEP_CHANNELS, STEP_RATE];
+const STEP_ACCESS: &str = "interleaved access";
+const STEP_FORMAT: &str = "format S16 (native endian)";
+const STEP_CHANNELS: &str = "2 channels";
+const STEP_RATE: &str = "rate 44100 Hz";
+
+/// alsa-lib prints its own errors to stderr (`ALSA lib pcm.c:…: Unknown PCM …`) by default;
+/// raopd reports errors itself, in one line, so this thread's alsa-lib messages go to the
+/// debug log instead. `snd_lib_error_set_local` (alsa-lib ≥ 1.1.6, error.h) sets a per-thread
+/// handler that takes a `va_list`, which Rust can receive as an opaque pointer.
+fn quiet_alsa_lib() {
+    type LocalHandler = unsafe extern "C" fn(
+        file: *const libc::c_char,
+        line: libc::c_int,
+        func: *const libc::c_char,
+        err: libc::c_int,
+        fmt: *const libc::c_char,
+        args: *mut libc::c_void,
+    );
+    extern "C" {
+        fn snd_lib_error_set_local(func: Option<LocalHandler>) -> Option<LocalHandler>;
+    }
+    unsafe extern "C" fn to_debug_log(
+        file: *const libc::c_char,
+        line: libc::c_int,
+        func: *const libc::c_char,
+        err: libc::c_int,
+        fmt: *const libc::c_char,
+        _args: *mut libc::c_void,
+    ) {
+        let text = |p: *const libc::c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                // SAFETY: alsa-lib passes NUL-terminated strings (or null, checked above).
+                unsafe { std::ffi::CStr::from_ptr(p) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        };
+        log::debug!(
+            "alsa-lib {}:{line} {}: {} (error {err})",
+            text(file),
+            text(func),
+            text(fmt)
+        );
+    }
+    // SAFETY: the handler only reads the strings alsa-lib hands it, for the duration of the call.
+    unsafe {
+        snd_lib_error_set_local(Some(to_debug_log));
+    }
 }
 
 impl AlsaSink {
     /// Prepares to play on PCM `device`; nothing is opened until [`Sink::start`].
     pub fn new(device: &str) -> io::Result<AlsaSink> {
+        quiet_alsa_lib();
         let c_device = CString::new(device).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -74,19 +167,20 @@ impl AlsaSink {
     }
 
     fn open_pcm(&self) -> io::Result<(PCM, usize, usize)> {
-        let err = |what: &str, e| alsa_err(what, &self.device, e);
+        let err = |what: &'static str, e| alsa_err(what, &self.device, e);
         let pcm =
             PCM::open(&self.c_device, Direction::Playback, true).map_err(|e| err("open", e))?;
         let (period, buffer) = {
             let hw = HwParams::any(&pcm).map_err(|e| err("hw params", e))?;
             hw.set_access(Access::RWInterleaved)
-                .map_err(|e| err("interleaved access", e))?;
+                .map_err(|e| err(STEP_ACCESS, e))?;
             hw.set_format(Format::s16())
-                .map_err(|e| err("format S16 (native endian)", e))?;
+                .map_err(|e| err(STEP_FORMAT, e))?;
             hw.set_channels(CHANNELS as u32)
-                .map_err(|e| err("2 channels", e))?;
+                .map_err(|e| err(STEP_CHANNELS, e))?;
+            // snd_pcm_hw_params_set_rate sets exactly RATE (dir 0 = no sub-unit rounding).
             hw.set_rate(RATE, ValueOr::Nearest)
-                .map_err(|e| err("rate 44100 Hz (plughw: or default can resample)", e))?;
+                .map_err(|e| err(STEP_RATE, e))?;
             let period = hw
                 .set_period_size_near(PERIOD_FRAMES as _, ValueOr::Nearest)
                 .map_err(|e| err("period size", e))?;
@@ -106,7 +200,11 @@ impl AlsaSink {
             if format != Format::s16() {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("alsa:{}: device gave format {format}", self.device),
+                    AlsaFailure {
+                        what: STEP_FORMAT,
+                        errno: libc::EINVAL,
+                        func: "snd_pcm_hw_params_get_format",
+                    },
                 ));
             }
         }
@@ -126,7 +224,7 @@ impl AlsaSink {
 
     /// Handles `EPIPE` (underrun) and `ESTRPIPE` (suspend) by re-preparing or resuming. Any other
     /// error, or a failed recovery, is returned.
-    fn recover(&mut self, what: &str, e: ::alsa::Error) -> io::Result<()> {
+    fn recover(&mut self, what: &'static str, e: ::alsa::Error) -> io::Result<()> {
         let Some(pcm) = &self.pcm else {
             return Err(not_started());
         };
@@ -416,7 +514,15 @@ mod tests {
         );
         let mut sink = AlsaSink::new("no_such_pcm_raopd").unwrap();
         let err = sink.start().unwrap_err();
-        assert!(err.to_string().contains("alsa:no_such_pcm_raopd"), "{err}");
+        let failure = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<AlsaFailure>())
+            .copied()
+            .expect("an AlsaFailure inside");
+        assert_eq!(failure.what, "open");
+        assert_eq!(failure.func, "snd_pcm_open");
+        assert_eq!(failure.errno, libc::ENOENT);
+        assert!(!failure.is_format());
         assert_eq!(sink.status(Instant::now()).unwrap(), SinkStatus::default());
     }
 

@@ -178,6 +178,137 @@ pub fn open(spec: &OutputSpec) -> io::Result<Box<dyn Sink>> {
     }
 }
 
+/// Why an output cannot be used now: [`probe`]'s verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeError {
+    /// The device exists but another program holds it (`EBUSY`). Not fatal: it is opened
+    /// again when a sender plays.
+    pub busy: bool,
+    /// What is wrong, naming the output, e.g. `output alsa:x: no such ALSA device`. Short
+    /// enough for an RTSP reason phrase.
+    pub cause: String,
+    /// What to try, e.g. which command lists the devices.
+    pub hint: String,
+}
+
+impl ProbeError {
+    fn new(busy: bool, cause: String, hint: &str) -> Self {
+        ProbeError {
+            busy,
+            cause,
+            hint: hint.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for ProbeError {
+    /// One line: the cause, then the hint.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}; {}", self.cause, self.hint)
+    }
+}
+
+/// strerror's text for `errno`, without std's ` (os error N)` tail.
+fn errno_text(errno: i32) -> String {
+    let s = io::Error::from_raw_os_error(errno).to_string();
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Opens and closes the output once, the way a stream will, so that a wrong device is
+/// reported when the daemon starts instead of when someone presses play. Files, FIFOs and
+/// stdout were opened by [`open`] already; for them this checks nothing more.
+///
+/// An ALSA device is opened with the stream's parameters (S16, 2 channels, 44100 Hz,
+/// interleaved) and closed again at once, so that other programs can use it until a sender
+/// plays (the design of [`alsa`]).
+pub fn probe(spec: &OutputSpec) -> Result<(), ProbeError> {
+    match spec {
+        OutputSpec::Alsa(dev) => probe_alsa(dev),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(feature = "alsa")]
+fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
+    let mut sink = alsa::AlsaSink::new(dev)
+        .map_err(|e| ProbeError::new(false, format!("output alsa:{dev}: {e}"), LIST_HINT))?;
+    let result = sink.start();
+    sink.stop();
+    let Err(e) = result else {
+        return Ok(());
+    };
+    let failure = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<alsa::AlsaFailure>())
+        .copied();
+    Err(alsa_verdict(dev, &e, failure))
+}
+
+const LIST_HINT: &str = "`aplay -L` lists the ALSA device names, `aplay -l` the cards";
+
+/// The verdict for a failed ALSA open, with the hint that fits the failure.
+#[cfg(feature = "alsa")]
+fn alsa_verdict(dev: &str, e: &io::Error, failure: Option<alsa::AlsaFailure>) -> ProbeError {
+    let Some(f) = failure else {
+        return ProbeError::new(false, format!("output alsa:{dev}: {e}"), LIST_HINT);
+    };
+    let cause = errno_text(f.errno);
+    if f.is_format() {
+        // hw: devices take only what the hardware does (many USB DACs: 48 kHz only, or
+        // 24/32-bit only); plughw: (or plug: in front of any PCM) converts on the way.
+        let plug = match dev.strip_prefix("hw:") {
+            Some(rest) => format!("alsa:plughw:{rest}"),
+            None => format!("alsa:plug:{dev}"),
+        };
+        return ProbeError::new(
+            false,
+            format!(
+                "output alsa:{dev}: the device cannot play 16-bit stereo at 44100 Hz ({}: {cause})",
+                f.what
+            ),
+            &format!("use {plug}, which converts, or alsa:default"),
+        );
+    }
+    if f.what != "open" {
+        return ProbeError::new(false, format!("output alsa:{dev}: {f}"), LIST_HINT);
+    }
+    match f.errno {
+        libc::EBUSY => ProbeError::new(
+            true,
+            format!("output alsa:{dev}: busy, another program is playing on it"),
+            "raopd opens it again when a sender plays (`fuser -v /dev/snd/*` shows who holds it)",
+        ),
+        libc::ENOENT | libc::ENODEV | libc::ENXIO => ProbeError::new(
+            false,
+            format!("output alsa:{dev}: no such ALSA device ({cause})"),
+            &format!(
+                "{LIST_HINT}; give one as alsa:NAME, e.g. alsa:plughw:CARD=Device,DEV=0 \
+                 (--wait-for-output waits for a USB DAC that appears later)"
+            ),
+        ),
+        libc::EACCES | libc::EPERM => ProbeError::new(
+            false,
+            format!("output alsa:{dev}: {cause}"),
+            "run raopd as root or as a member of the audio group",
+        ),
+        _ => ProbeError::new(
+            false,
+            format!("output alsa:{dev}: cannot open: {cause}"),
+            LIST_HINT,
+        ),
+    }
+}
+
+#[cfg(not(feature = "alsa"))]
+fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
+    open_alsa(dev)
+        .map(|_| ())
+        .map_err(|e| ProbeError::new(false, e.to_string(), "use pipe:PATH, stdout or sim:PATH"))
+}
+
 #[cfg(feature = "alsa")]
 fn open_alsa(dev: &str) -> io::Result<Box<dyn Sink>> {
     Ok(Box::new(alsa::AlsaSink::new(dev)?))
@@ -273,6 +404,44 @@ mod tests {
             let spec = parse(s).unwrap();
             assert_eq!(parse(&spec.to_string()), Ok(spec));
         }
+    }
+
+    #[cfg(feature = "alsa")]
+    #[test]
+    fn probe_says_what_is_wrong() {
+        assert_eq!(probe(&OutputSpec::Alsa("null".into())), Ok(()));
+        assert_eq!(probe(&OutputSpec::Stdout), Ok(()));
+        let e = probe(&OutputSpec::Alsa("doesnotexist".into())).unwrap_err();
+        assert!(!e.busy);
+        assert_eq!(
+            e.cause,
+            "output alsa:doesnotexist: no such ALSA device (No such file or directory)"
+        );
+        let line = e.to_string();
+        assert!(line.contains("aplay -L") && !line.contains('\n'), "{line}");
+        // The format hint, from the verdict alone (no such hardware on a build machine).
+        let f = alsa::AlsaFailure {
+            what: "rate 44100 Hz",
+            errno: libc::EINVAL,
+            func: "snd_pcm_hw_params_set_rate",
+        };
+        let err = io::Error::new(io::ErrorKind::InvalidInput, f);
+        let v = alsa_verdict("hw:1,0", &err, Some(f));
+        assert_eq!(
+            v.cause,
+            "output alsa:hw:1,0: the device cannot play 16-bit stereo at 44100 Hz \
+             (rate 44100 Hz: Invalid argument)"
+        );
+        assert_eq!(
+            v.hint,
+            "use alsa:plughw:1,0, which converts, or alsa:default"
+        );
+        let busy = alsa::AlsaFailure {
+            what: "open",
+            errno: libc::EBUSY,
+            func: "snd_pcm_open",
+        };
+        assert!(alsa_verdict("hw:0", &err, Some(busy)).busy);
     }
 
     #[cfg(not(feature = "alsa"))]

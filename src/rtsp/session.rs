@@ -49,6 +49,12 @@ pub struct StreamSetup {
 
 /// The outside world, as the session needs it.
 pub trait SessionIo {
+    /// ANNOUNCE, before claiming: whether the speaker can play at all. `Err(reason)` refuses
+    /// the stream with `503 Service Unavailable (reason)`, e.g. an output device that cannot
+    /// be opened (`--wait-for-output`).
+    fn ready(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// ANNOUNCE wants the speaker. `false` means another sender has it (→ 453).
     fn claim(&mut self) -> bool;
     /// Binds the stream's UDP sockets and starts receiving.
@@ -259,6 +265,10 @@ impl Session {
             }
             _ => None,
         };
+        if let Err(reason) = io.ready() {
+            log::warn!("{}: ANNOUNCE refused: {reason}", self.info.peer);
+            return status(503, &refusal_phrase(503, &reason));
+        }
         if !self.claimed {
             if !io.claim() {
                 log::info!("{}: speaker busy, refusing a second sender", self.info.peer);
@@ -393,6 +403,7 @@ impl Session {
 fn refusal_phrase(status: u16, reason: &str) -> String {
     let base = match status {
         415 => "Unsupported Media Type",
+        503 => "Service Unavailable",
         _ => "Bad Request",
     };
     // Reason phrases are one line of text.

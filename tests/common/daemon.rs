@@ -68,6 +68,18 @@ impl Daemon {
     /// `dir/raopd.stdout` (the audio, with `--output stdout`). `RUST_LOG` is passed on, default
     /// `debug`: the log is only read when a test fails.
     pub fn start(ns: &Netns, dir: &Path, port: u16, args: &[&str]) -> Daemon {
+        Self::start_with_env(ns, dir, port, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon (e.g. `HOME`, whose
+    /// `.asoundrc` alsa-lib reads).
+    pub fn start_with_env(
+        ns: &Netns,
+        dir: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let prefix = command_prefix();
         let log = dir.join("raopd.log");
         let stdout = dir.join("raopd.stdout");
@@ -80,6 +92,7 @@ impl Daemon {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("create daemon stdout file"))
             .stderr(File::create(&log).expect("create daemon log"));

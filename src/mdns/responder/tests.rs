@@ -662,10 +662,22 @@ fn long_names_fit_one_label() {
     svc.instance_name = "Ä very long speaker name that goes on and on and on and on".into();
     let t0 = Instant::now();
     let mut r = Responder::with_seed(svc, t0, 8);
-    assert!(r.current_instance().len() <= 63 - 6);
+    assert_eq!(
+        r.current_instance(),
+        format!(
+            "{}@Ä very long speaker name that goes on and on and",
+            hex_mac(r.mac, true)
+        )
+    );
+    assert_eq!(r.current_instance().len(), 62);
     r.name_number = 999;
     r.refresh_names();
     assert!(r.current_instance().len() <= 63);
+    assert!(
+        r.current_name().ends_with("goes on and o (999)"),
+        "{}",
+        r.current_name()
+    );
     let now = announce(&mut r, t0);
     r.handle_input(
         now,

@@ -4,11 +4,16 @@ use crate::rtsp::message::parse_request;
 #[derive(Default)]
 struct Recorder {
     busy: bool,
+    /// `ready()` refuses with this cause (an output that cannot be opened).
+    unready: Option<String>,
     events: Vec<String>,
     volume: f32,
 }
 
 impl SessionIo for Recorder {
+    fn ready(&mut self) -> Result<(), String> {
+        self.unready.clone().map_or(Ok(()), Err)
+    }
     fn claim(&mut self) -> bool {
         !self.busy
     }
@@ -206,6 +211,28 @@ fn second_sender_gets_453() {
     let mut s = Session::new(info(None));
     assert_eq!(s.handle(&announce(1, SDP_L16), &key, &mut io).status, 453);
     assert!(!s.holds_speaker());
+}
+
+#[test]
+fn unready_output_gets_503_with_the_cause() {
+    let key = AirportKey::load();
+    let mut io = Recorder {
+        unready: Some("output alsa:x: no such ALSA device\r\n(ENOENT)".into()),
+        ..Recorder::default()
+    };
+    let mut s = Session::new(info(None));
+    let r = s.handle(&announce(1, SDP_L16), &key, &mut io);
+    assert_eq!(r.status, 503);
+    // One line: control characters are dropped from the reason phrase.
+    assert_eq!(
+        r.reason,
+        "Service Unavailable (output alsa:x: no such ALSA device(ENOENT))"
+    );
+    assert!(!s.holds_speaker());
+    // The next ANNOUNCE asks again: the device is there now.
+    io.unready = None;
+    assert_eq!(s.handle(&announce(2, SDP_L16), &key, &mut io).status, 200);
+    assert!(s.holds_speaker());
 }
 
 #[test]
