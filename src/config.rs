@@ -39,6 +39,9 @@ pub struct Config {
     pub udp_port_base: u16,
     /// Control socket and hooks.
     pub control: ControlConfig,
+    /// `--interface`: the network interfaces (kernel names, e.g. `br-lan`) that RTSP, the
+    /// RTP/UDP sockets and mDNS use; empty = all. See [`crate::bind`].
+    pub interfaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -56,6 +59,7 @@ impl Default for Config {
             session_timeout: Duration::from_secs(60),
             udp_port_base: 0,
             control: ControlConfig::default(),
+            interfaces: Vec::new(),
         }
     }
 }
@@ -73,6 +77,8 @@ usage: raopd [options]
   --session-interruption allow|deny   a second sender takes over, or gets 453 (default deny)
   --session-timeout SECONDS   free the speaker after this much silence from a sender (default 60)
   --udp-port-base PORT        bind UDP ports from PORT upwards (default: ephemeral)
+  --interface IFACE           serve and announce on this network interface only (repeatable;
+                              default: all)
   --control-socket PATH       local control socket (default /var/run/raopd.sock)
   --no-control-socket         do not open the control socket
   --on-start CMD              run CMD with /bin/sh when audio starts
@@ -170,6 +176,19 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
                     .parse()
                     .map_err(|_| "--udp-port-base needs a port number")?
             }
+            "--interface" => {
+                let iface = value("--interface")?;
+                // IFNAMSIZ - 1 bytes, no '/' or whitespace (the kernel's dev_valid_name).
+                if iface.is_empty()
+                    || iface.len() > 15
+                    || iface.contains(|ch: char| ch == '/' || ch == ':' || ch.is_whitespace())
+                {
+                    return Err(format!("--interface: bad interface name {iface:?}"));
+                }
+                if !c.interfaces.contains(&iface) {
+                    c.interfaces.push(iface);
+                }
+            }
             other => {
                 if !c.control.parse_flag(other, &mut value)? {
                     return Err(format!("unknown option {other}"));
@@ -219,6 +238,19 @@ mod tests {
         let c = run(&["--output=stdout", "--session-interruption=allow"]).unwrap();
         assert!(matches!(c.output, OutputSpec::Stdout));
         assert_eq!(c.interruption, Interruption::Allow);
+        let c = run(&[
+            "--interface",
+            "br-lan",
+            "--interface=wlan0",
+            "--interface",
+            "br-lan",
+        ])
+        .unwrap();
+        assert_eq!(c.interfaces, ["br-lan", "wlan0"]);
+        assert!(run(&["--interface", "a/b"])
+            .unwrap_err()
+            .contains("--interface"));
+        assert!(run(&["--interface", "abcdefghijklmnop"]).is_err());
     }
 
     #[test]

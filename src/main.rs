@@ -5,7 +5,6 @@ use futures_lite::{future, StreamExt};
 use raopd::config::{self, Command};
 use raopd::mdns;
 use raopd::server::Daemon;
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::rc::Rc;
 
@@ -78,9 +77,21 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         .mac
         .or_else(mdns::mac_of_default_interface)
         .unwrap_or(FALLBACK_MAC);
-    let listener = TcpListener::bind(("0.0.0.0", cfg.port))
-        .map_err(|e| std::io::Error::new(e.kind(), format!("RTSP port {}: {e}", cfg.port)))?;
-    let listener = async_io::Async::new(listener)?;
+    // One RTSP listener per `--interface` (tied to that device), or one on all of them.
+    let ifaces: Vec<Option<Rc<str>>> = if cfg.interfaces.is_empty() {
+        vec![None]
+    } else {
+        cfg.interfaces
+            .iter()
+            .map(|i| Some(Rc::from(i.as_str())))
+            .collect()
+    };
+    let mut listeners = Vec::new();
+    for iface in ifaces {
+        let listener = raopd::bind::tcp_listener(iface.as_deref(), cfg.port)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("RTSP port {}: {e}", cfg.port)))?;
+        listeners.push((async_io::Async::new(listener)?, iface));
+    }
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
     let ex = Rc::new(smol::LocalExecutor::new());
@@ -111,10 +122,13 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             addrs: Vec::new(),
         };
         let stop = stop_rx.clone();
+        let only = daemon.cfg.interfaces.clone();
         ex.spawn(async move {
-            if let Err(e) = mdns::run(service, Vec::new(), async move {
-                stop.recv().await.unwrap_or(())
-            })
+            if let Err(e) = mdns::run(
+                service,
+                only,
+                async move { stop.recv().await.unwrap_or(()) },
+            )
             .await
             {
                 log::error!("mDNS: {e}");
@@ -122,7 +136,14 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         })
     });
     smol::block_on(ex.run(async {
-        let serve = async { daemon.clone().serve(listener).await };
+        let serve = async {
+            let mut all: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+                Box::pin(future::pending());
+            for (listener, iface) in listeners {
+                all = Box::pin(future::or(all, daemon.clone().serve(listener, iface)));
+            }
+            all.await
+        };
         // Served inside this future (not a detached task) so that the socket, and with it
         // the socket file, goes away when the daemon shuts down.
         let control = async {
