@@ -87,7 +87,8 @@ usage: raopd [options]
   --version                   print the version
 usage: raopd status | raopd ctl play|pause|playpause|next|previous|volumeup|volumedown|stop
   [--control-socket PATH]     ask a running raopd over its control socket
-  environment: RUST_LOG=info|debug|trace for logs (default warn)";
+  environment: RUST_LOG=info|debug|trace for logs (default warn);
+               RAOPD_PASSWORD=PW instead of --password (kept out of `ps`)";
 
 /// What the command line asked for.
 #[derive(Debug)]

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
         }
         return raopd::control::client_main(&path, &request);
     }
-    let cfg = match config::parse_args(args) {
+    let mut cfg = match config::parse_args(args) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Version) => {
             println!("raopd {}", env!("CARGO_PKG_VERSION"));
@@ -60,6 +60,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The OpenWrt init script hands the password over in the environment, where `ps` does
+    // not show it; it is removed at once so that --on-start/--on-stop hooks do not inherit it.
+    if let Some(pw) = std::env::var_os("RAOPD_PASSWORD") {
+        std::env::remove_var("RAOPD_PASSWORD");
+        if cfg.password.is_none() && !pw.is_empty() {
+            cfg.password = Some(pw.to_string_lossy().into_owned());
+        }
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
