@@ -38,6 +38,9 @@ function fmtDuration(s) {
 	return '%d:%02d'.format(Math.floor(s / 60), s % 60);
 }
 
+// Every value from the daemon or a sender goes into the page as a text node: LuCI's E() and
+// dom.content() set a lone string child as innerHTML, and a title or artist is whatever any
+// sender on the network chose to send.
 function statusRows(st) {
 	var np = st.now_playing || {};
 	var stats = st.stats || {};
@@ -45,33 +48,35 @@ function statusRows(st) {
 	var render = stats.render || {};
 	var clock = stats.clock || {};
 	var state = st.state || 'stopped';
+	var playing = (state == 'playing');
 	var position = fmtDuration(np.position_s);
 	var duration = fmtDuration(np.duration_s);
 
-	if (state == 'playing' && np.play_status == 'paused')
+	if (playing && np.play_status == 'paused')
 		state = 'paused';
 
 	var rows = [
-		[ _('State'), E('span', { 'data-raopd': 'state' }, state) ],
-		[ _('Speaker name'), E('span', { 'data-raopd': 'name' }, st.name || '-') ],
+		[ _('State'), E('span', { 'data-raopd': 'state' }, [ state ]) ],
+		[ _('Speaker name'), E('span', { 'data-raopd': 'name' }, [ st.name || '-' ]) ],
 		[ _('Sender'), st.sender || '-' ],
-		[ _('Title'), E('span', { 'data-raopd': 'title' }, np.title || '-') ],
-		[ _('Artist'), np.artist || '-' ],
-		[ _('Album'), np.album || '-' ],
+		[ _('Title'), E('span', { 'data-raopd': 'title' }, [ np.title || '-' ]) ],
+		[ _('Artist'), E('span', { 'data-raopd': 'artist' }, [ np.artist || '-' ]) ],
+		[ _('Album'), E('span', { 'data-raopd': 'album' }, [ np.album || '-' ]) ],
 		[ _('Position'), position ? (duration ? position + ' / ' + duration : position) : '-' ],
-		[ _('Volume'), fmtVolume(st.volume_db) ],
+		[ _('Volume'), playing ? fmtVolume(st.volume_db) : '-' ],
 		[ _('Start error'), render.start_error_us != null ? '%d µs'.format(render.start_error_us) : '-' ],
 		[ _('Clock drift'), clock.drift_ppm != null ? '%.1f ppm'.format(clock.drift_ppm) : '-' ],
 		[ _('Packets received / lost / recovered'),
 			buf.received != null ? '%d / %d / %d'.format(buf.received, buf.lost, buf.recovered) : '-' ],
-		[ _('Silence inserted / frames skipped'),
-			render.silence_frames != null ? '%d / %d'.format(render.silence_frames, render.skipped_frames) : '-' ]
+		[ _('Silence inserted / frames skipped / underruns'),
+			render.silence_frames != null
+				? '%d / %d / %d'.format(render.silence_frames, render.skipped_frames, stats.underruns || 0) : '-' ]
 	];
 
 	return E('table', { 'class': 'table' }, rows.map(function(r) {
 		return E('tr', { 'class': 'tr' }, [
-			E('td', { 'class': 'td left', 'width': '33%' }, r[0]),
-			E('td', { 'class': 'td left' }, r[1])
+			E('td', { 'class': 'td left', 'width': '33%' }, [ r[0] ]),
+			E('td', { 'class': 'td left' }, [ r[1] ])
 		]);
 	}));
 }
@@ -84,15 +89,22 @@ return view.extend({
 	control: function(command) {
 		return callControl(command).then(function(res) {
 			if (!res || res.ok !== true)
-				ui.addNotification(null, E('p', _('The speaker did not do it: %s')
-					.format((res && res.error) || _('no reply'))), 'warning');
+				ui.addNotification(null, E('p', [ _('The speaker did not do it: %s')
+					.format((res && res.error) || _('no reply')) ]), 'warning');
 		});
 	},
 
-	renderControls: function() {
+	// The buttons work only while a sender that can be remote-controlled (it sent DACP-ID and
+	// Active-Remote) holds the speaker. The middle one is Pause while audio plays and Play
+	// while the sender reports it paused: explicit commands, so a click never toggles the
+	// wrong way on a status up to 3 s old.
+	renderControls: function(st) {
+		var np = st.now_playing || {};
+		var usable = (st.state == 'playing' && st.remote_control === true);
+		var paused = (np.play_status == 'paused');
 		var buttons = [
 			[ 'previous', _('Previous') ],
-			[ 'playpause', _('Play/Pause') ],
+			paused ? [ 'play', _('Play') ] : [ 'pause', _('Pause') ],
 			[ 'next', _('Next') ],
 			[ 'volumedown', _('Volume −') ],
 			[ 'volumeup', _('Volume +') ]
@@ -102,23 +114,28 @@ return view.extend({
 				return E('button', {
 					'class': 'cbi-button cbi-button-action',
 					'data-raopd-command': b[0],
+					'disabled': usable ? null : '',
 					'click': ui.createHandlerFn(this, 'control', b[0])
-				}, b[1]);
-			}, this)));
+				}, [ b[1] ]);
+			}, this)).concat([
+				usable ? null : E('span', { 'class': 'cbi-value-description' },
+					[ _('Available while a sender that accepts remote control plays.') ])
+			]));
 	},
 
 	render: function(status) {
 		var m, s, o;
-		var statusNode = E('div', { 'id': 'raopd-status' }, statusRows(status));
+		var statusNode = E('div', { 'id': 'raopd-status' }, [ statusRows(status), this.renderControls(status) ]);
 
-		poll.add(function() {
-			return L.resolveDefault(callStatus(), { state: 'stopped' }).then(function(st) {
-				dom.content(statusNode, statusRows(st));
-			});
-		}, 3);
+		poll.add(L.bind(function() {
+			return L.resolveDefault(callStatus(), { state: 'stopped' }).then(L.bind(function(st) {
+				dom.content(statusNode, [ statusRows(st), this.renderControls(st) ]);
+			}, this));
+		}, this), 3);
 
-		m = new form.Map('raopd', _('AirPlay speaker'),
-			_('raopd plays music from iPhones, Macs, iTunes and other AirPlay senders on this router\'s sound card.'));
+		// The page's heading and description are written below, above the status; a Map title
+		// would repeat them under it.
+		m = new form.Map('raopd');
 
 		s = m.section(form.NamedSection, 'main', 'raopd', _('Settings'));
 		s.addremove = false;
@@ -178,11 +195,12 @@ return view.extend({
 
 		return m.render().then(L.bind(function(mapEl) {
 			return E([], [
-				E('h2', {}, _('AirPlay speaker')),
+				E('h2', { 'name': 'content' }, [ _('AirPlay speaker') ]),
+				E('div', { 'class': 'cbi-map-descr' }, [
+					_('raopd plays music from iPhones, Macs, iTunes and other AirPlay senders on this router\'s sound card.') ]),
 				E('div', { 'class': 'cbi-section' }, [
-					E('h3', {}, _('Now playing')),
-					statusNode,
-					this.renderControls()
+					E('h3', {}, [ _('Now playing') ]),
+					statusNode
 				]),
 				mapEl
 			]);

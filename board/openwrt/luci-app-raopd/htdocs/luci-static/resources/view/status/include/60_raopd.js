@@ -2,7 +2,9 @@
 'require baseclass';
 'require rpc';
 
-// The AirPlay speaker's card on LuCI's status overview page.
+// The AirPlay speaker's card on LuCI's status overview page. Values go in as text nodes
+// (inside arrays): a lone string child would be set as innerHTML, and titles come from
+// any sender on the network.
 
 var callStatus = rpc.declare({
 	object: 'luci.raopd',
@@ -20,15 +22,15 @@ return baseclass.extend({
 	render: function(st) {
 		var np = st.now_playing || {};
 		var rows = [
-			[ _('Speaker'), st.name || '-' ],
-			[ _('State'), st.state || 'stopped' ],
-			[ _('Sender'), st.sender || '-' ],
-			[ _('Playing'), [ np.artist, np.title ].filter(function(x) { return x; }).join(' – ') || '-' ]
+			[ _('Speaker'), st.name || '-', 'name' ],
+			[ _('State'), st.state || 'stopped', 'state' ],
+			[ _('Sender'), st.sender || '-', 'sender' ],
+			[ _('Playing'), [ np.artist, np.title ].filter(function(x) { return x; }).join(' – ') || '-', 'playing' ]
 		];
 		return E('table', { 'class': 'table' }, rows.map(function(r) {
 			return E('tr', { 'class': 'tr' }, [
-				E('td', { 'class': 'td left', 'width': '33%' }, r[0]),
-				E('td', { 'class': 'td left' }, r[1])
+				E('td', { 'class': 'td left', 'width': '33%' }, [ r[0] ]),
+				E('td', { 'class': 'td left', 'data-raopd': r[2] }, [ r[1] ])
 			]);
 		}));
 	}
