@@ -4,6 +4,7 @@
 #   scripts/build-mips.sh                          # all four targets
 #   scripts/build-mips.sh mips-unknown-linux-musl  # one or more targets
 #   scripts/build-mips.sh TARGET... -- --no-default-features   # extra cargo build args
+#   scripts/build-mips.sh --openwrt-flags mipsel-unknown-linux-musl  # as OpenWrt's feed builds
 #
 # Targets: mips-unknown-linux-gnu, mipsel-unknown-linux-gnu (Debian cross gcc, glibc, for
 # tests), mips-unknown-linux-musl, mipsel-unknown-linux-musl (static, soft-float, for OpenWrt
@@ -12,6 +13,11 @@
 # Runs scripts/setup-mips.sh first, which is a no-op (about a second) once set up.
 # Honours CARGO_TARGET_DIR. Env: MIPS_BUILD_SEPARATE=1 builds the targets one cargo run at a
 # time (per-target timings) instead of in one run (better use of both cores during LTO).
+# --openwrt-flags (musl targets only) builds the way the packages feed's rust-package.mk
+# does, into <target dir>/openwrt-flags/: RUSTFLAGS in the environment (so cargo ignores the
+# rustflags of .cargo/config.toml, and --cfg fix_y2038 must be in it, as the package Makefile
+# adds it), overflow checks on, no debug assertions, and the panic strategy the package
+# Makefile sets over the feed's (unwind).
 set -euo pipefail
 
 # shellcheck source=scripts/mips-common.sh
@@ -19,9 +25,11 @@ set -euo pipefail
 
 targets=()
 cargo_args=()
+openwrt=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; cargo_args=("$@"); break ;;
+    --openwrt-flags) openwrt=1; shift ;;
     -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) mips_check_target "$1"; targets+=("$1"); shift ;;
   esac
@@ -33,6 +41,27 @@ done
 cd "$MIPS_REPO_ROOT"
 export RUSTC_BOOTSTRAP=1
 target_dir="${CARGO_TARGET_DIR:-$MIPS_REPO_ROOT/target}"
+
+if [ "$openwrt" = 1 ]; then
+  for t in "${targets[@]}"; do
+    [[ $t == *musl ]] || mips_die "--openwrt-flags: OpenWrt builds musl targets only, not $t"
+  done
+  # The feed's CARGO_PKG_CONFIG_VARS (lang/rust/rust-values.mk) plus the package Makefile's
+  # additions. The link flags stay those of .cargo/config.toml (static, zig's musl): the
+  # SDK's own toolchain links dynamically against OpenWrt's musl instead.
+  target_dir="$target_dir/openwrt-flags"
+  export CARGO_TARGET_DIR="$target_dir"
+  export RUSTFLAGS="-Ctarget-feature=+crt-static -Clink-self-contained=no --cfg fix_y2038"
+  export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
+  export CARGO_PROFILE_RELEASE_DEBUG=false
+  export CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=false
+  export CARGO_PROFILE_RELEASE_LTO=true
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=s
+  export CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true
+  export CARGO_PROFILE_RELEASE_PANIC=unwind
+  export CARGO_PROFILE_RELEASE_RPATH=false
+  mips_log "OpenWrt feed flags: RUSTFLAGS=$RUSTFLAGS, overflow checks on, panic=unwind"
+fi
 
 build() {
   local t0=$SECONDS t_args=() t

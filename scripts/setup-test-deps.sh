@@ -20,6 +20,9 @@ APT_PACKAGES=(
   iproute2 nftables procps                              # namespaces, packet loss, ss/kill
   dbus avahi-daemon avahi-utils                         # mDNS peers inside a namespace
   ffmpeg sox                                            # inspecting and converting test audio by hand
+  busybox                                               # OpenWrt's shell for the init script test
+  nodejs                                                # node --check on the LuCI view
+  chromium chromium-driver                              # the LuCI page test in a real browser
   ca-certificates coreutils
 )
 

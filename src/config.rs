@@ -47,6 +47,9 @@ pub struct Config {
     pub wait_for_output: bool,
     /// Control socket and hooks.
     pub control: ControlConfig,
+    /// `--interface`: the network interfaces (kernel names, e.g. `br-lan`) that RTSP, the
+    /// RTP/UDP sockets and mDNS use; empty = all. See [`crate::bind`].
+    pub interfaces: Vec<String>,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             udp_port_base: 0,
             wait_for_output: false,
             control: ControlConfig::default(),
+            interfaces: Vec::new(),
         }
     }
 }
@@ -88,6 +92,8 @@ usage: raopd [options]          an AirPlay 1 (RAOP) speaker
                               1 to 86400 (default 60)
   --udp-port-base PORT        bind the stream's UDP ports from PORT to PORT+9, 1 to 65526
                               (default 0: ephemeral ports)
+  --interface IFACE           serve and announce on this network interface only (repeatable;
+                              default: all)
   --control-socket PATH       local control socket (default /var/run/raopd.sock)
   --no-control-socket         do not open the control socket
   --on-start CMD              run CMD with /bin/sh when audio starts
@@ -97,7 +103,8 @@ usage: raopd [options]          an AirPlay 1 (RAOP) speaker
   -h, --help                  this text
 raopd status [--control-socket PATH]      the running daemon's state as JSON
 raopd ctl COMMAND [--control-socket PATH] remote control of the playing sender
-environment: RUST_LOG=info|debug|trace for logs (default: warnings and the start line)";
+environment: RUST_LOG=info|debug|trace for logs (default: warnings and the start line);
+             RAOPD_PASSWORD=PW instead of --password (kept out of `ps`)";
 
 /// `raopd status --help`.
 pub const STATUS_USAGE: &str = "\
@@ -375,6 +382,19 @@ fn parse_daemon(args: Vec<String>) -> Result<Command, String> {
                     )
                 })? as u16;
             }
+            "--interface" => {
+                let iface = value("--interface")?;
+                // IFNAMSIZ - 1 bytes, no '/' or whitespace (the kernel's dev_valid_name).
+                if iface.is_empty()
+                    || iface.len() > 15
+                    || iface.contains(|ch: char| ch == '/' || ch == ':' || ch.is_whitespace())
+                {
+                    return Err(format!("--interface: bad interface name {iface:?}"));
+                }
+                if !c.interfaces.contains(&iface) {
+                    c.interfaces.push(iface);
+                }
+            }
             other => {
                 if !c.control.parse_flag(other, &mut value)? {
                     return Err(format!("unknown option {other:?}"));
@@ -428,6 +448,19 @@ mod tests {
         assert!(matches!(c.output, OutputSpec::Stdout));
         assert_eq!(c.interruption, Interruption::Allow);
         assert!(c.wait_for_output);
+        let c = run(&[
+            "--interface",
+            "br-lan",
+            "--interface=wlan0",
+            "--interface",
+            "br-lan",
+        ])
+        .unwrap();
+        assert_eq!(c.interfaces, ["br-lan", "wlan0"]);
+        assert!(run(&["--interface", "a/b"])
+            .unwrap_err()
+            .contains("--interface"));
+        assert!(run(&["--interface", "abcdefghijklmnop"]).is_err());
     }
 
     #[test]

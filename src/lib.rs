@@ -7,6 +7,7 @@
 //! [`server`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
 //! drives the sans-IO cores from one smol reactor thread.
 
+pub mod bind;
 pub mod buffer;
 pub mod clock;
 pub mod codec;

@@ -5,7 +5,6 @@ use futures_lite::{future, StreamExt};
 use raopd::config::{self, Command};
 use raopd::mdns;
 use raopd::server::Daemon;
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::rc::Rc;
 
@@ -17,7 +16,7 @@ const START_TARGET: &str = "raopd::start";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse_args(args) {
+    let mut cfg = match config::parse_args(args) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Version) => {
             println!("raopd {}", env!("CARGO_PKG_VERSION"));
@@ -40,6 +39,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The OpenWrt init script hands the password over in the environment, where `ps` does
+    // not show it; it is removed at once so that --on-start/--on-stop hooks do not inherit it.
+    if let Some(pw) = std::env::var_os("RAOPD_PASSWORD") {
+        std::env::remove_var("RAOPD_PASSWORD");
+        if cfg.password.is_none() && !pw.is_empty() {
+            cfg.password = Some(pw.to_string_lossy().into_owned());
+        }
+    }
     env_logger::Builder::new()
         .parse_filters(&log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .init();
@@ -88,7 +95,7 @@ fn check_output(cfg: &config::Config) -> std::io::Result<Option<raopd::output::P
 
 /// The start line: name, port, output, interfaces, latency.
 fn start_line(cfg: &config::Config, output_missing: bool) -> String {
-    let interfaces = match mdns::interfaces() {
+    let interfaces = match mdns::interfaces_named(&cfg.interfaces) {
         Ok(list) if !list.is_empty() => list
             .iter()
             .map(|i| format!("{} {}", i.name, i.addr))
@@ -133,18 +140,30 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         .mac
         .or_else(mdns::mac_of_default_interface)
         .unwrap_or(FALLBACK_MAC);
-    let listener = TcpListener::bind(("0.0.0.0", cfg.port)).map_err(|e| {
-        let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => {
-                "; another program listens there (another raopd, shairport-sync?): \
-                 `ss -ltnp` shows which; choose another --port"
-            }
-            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root",
-            _ => "",
-        };
-        std::io::Error::new(e.kind(), format!("RTSP port {}: {e}{hint}", cfg.port))
-    })?;
-    let listener = async_io::Async::new(listener)?;
+    // One RTSP listener per `--interface` (tied to that device), or one on all of them.
+    let ifaces: Vec<Option<Rc<str>>> = if cfg.interfaces.is_empty() {
+        vec![None]
+    } else {
+        cfg.interfaces
+            .iter()
+            .map(|i| Some(Rc::from(i.as_str())))
+            .collect()
+    };
+    let mut listeners = Vec::new();
+    for iface in ifaces {
+        let listener = raopd::bind::tcp_listener(iface.as_deref(), cfg.port).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "; another program listens there (another raopd, shairport-sync?): \
+                     `ss -ltnp` shows which; choose another --port"
+                }
+                std::io::ErrorKind::PermissionDenied => "; ports below 1024 need root",
+                _ => "",
+            };
+            std::io::Error::new(e.kind(), format!("RTSP port {}: {e}{hint}", cfg.port))
+        })?;
+        listeners.push((async_io::Async::new(listener)?, iface));
+    }
     let mut signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
     let ex = Rc::new(smol::LocalExecutor::new());
@@ -182,10 +201,13 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             addrs: Vec::new(),
         };
         let stop = stop_rx.clone();
+        let only = daemon.cfg.interfaces.clone();
         ex.spawn(async move {
-            if let Err(e) = mdns::run(service, Vec::new(), async move {
-                stop.recv().await.unwrap_or(())
-            })
+            if let Err(e) = mdns::run(
+                service,
+                only,
+                async move { stop.recv().await.unwrap_or(()) },
+            )
             .await
             {
                 log::error!("mDNS: {e}");
@@ -197,8 +219,18 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
     // one would be polled, and its socket tried (an accept or read per try), on every wakeup
     // of every stream packet.
     let serve = ex.spawn({
-        let daemon = daemon.clone();
-        async move { daemon.serve(listener).await }
+        let serving: Vec<_> = listeners
+            .into_iter()
+            .map(|(listener, iface)| ex.spawn(daemon.clone().serve(listener, iface)))
+            .collect();
+        async move {
+            let mut all: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+                Box::pin(future::pending());
+            for task in serving {
+                all = Box::pin(future::or(all, task));
+            }
+            all.await
+        }
     });
     // The control socket lives in its task: cancelling the task at shutdown drops it, and
     // with it the socket file.

@@ -13,7 +13,7 @@ use async_io::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::LocalExecutor;
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -139,8 +139,13 @@ impl Daemon {
             .map(|s| s.stats.borrow().clone())
     }
 
-    /// Accepts RTSP connections forever.
-    pub async fn serve(self: Rc<Self>, listener: Async<TcpListener>) -> std::io::Result<()> {
+    /// Accepts RTSP connections forever. `iface` is the interface the listener is tied to
+    /// (`--interface`); the stream's UDP sockets are then tied to it too.
+    pub async fn serve(
+        self: Rc<Self>,
+        listener: Async<TcpListener>,
+        iface: Option<Rc<str>>,
+    ) -> std::io::Result<()> {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -157,13 +162,20 @@ impl Daemon {
                 sp.next_conn
             };
             let d = self.clone();
+            let iface = iface.clone();
             self.ex
-                .spawn(async move { d.connection(stream, peer, id).await })
+                .spawn(async move { d.connection(stream, peer, id, iface).await })
                 .detach();
         }
     }
 
-    async fn connection(self: Rc<Self>, mut stream: Async<TcpStream>, peer: SocketAddr, id: u64) {
+    async fn connection(
+        self: Rc<Self>,
+        mut stream: Async<TcpStream>,
+        peer: SocketAddr,
+        id: u64,
+        iface: Option<Rc<str>>,
+    ) {
         let local = match stream.get_ref().local_addr() {
             Ok(a) => a,
             Err(_) => return,
@@ -187,7 +199,15 @@ impl Daemon {
                     Ok(Some((req, used))) => {
                         buf.drain(..used);
                         log::debug!("{peer}: {} {}", req.method, req.uri);
-                        let resp = session.handle(&req, &self.key, &mut ConnIo { d: &self, id });
+                        let resp = session.handle(
+                            &req,
+                            &self.key,
+                            &mut ConnIo {
+                                d: &self,
+                                id,
+                                iface: iface.as_deref(),
+                            },
+                        );
                         log::debug!("{peer}: -> {} {}", resp.status, resp.reason);
                         if req.method == "RECORD" {
                             Timer::after(RECORD_REPLY_DELAY).await;
@@ -241,7 +261,11 @@ impl Daemon {
                 }
             }
         }
-        session.closed(&mut ConnIo { d: &self, id });
+        session.closed(&mut ConnIo {
+            d: &self,
+            id,
+            iface: iface.as_deref(),
+        });
         self.speaker.borrow_mut().kick.retain(|(c, _)| *c != id);
         log::info!("{peer}: disconnected");
     }
@@ -272,16 +296,17 @@ impl Daemon {
         }
     }
 
-    /// Binds one UDP socket: an ephemeral port, or the first free one of the
-    /// `--udp-port-base` range (checked at start to lie within 65535).
-    fn bind_udp(&self, ip: IpAddr) -> std::io::Result<UdpSocket> {
+    /// Binds one UDP socket on all addresses, tied to `iface` when given: an ephemeral port,
+    /// or the first free one of the `--udp-port-base` range (checked at start to lie within
+    /// 65535).
+    fn bind_udp(&self, iface: Option<&str>) -> std::io::Result<UdpSocket> {
         let base = self.cfg.udp_port_base;
         if base == 0 {
-            return UdpSocket::bind((ip, 0));
+            return crate::bind::udp_socket(iface, 0);
         }
         let mut last = None;
         for port in base..=base.saturating_add(crate::config::UDP_PORT_RANGE - 1) {
-            match UdpSocket::bind((ip, port)) {
+            match crate::bind::udp_socket(iface, port) {
                 Ok(s) => return Ok(s),
                 Err(e) => last = Some(e),
             }
@@ -294,6 +319,8 @@ impl Daemon {
 struct ConnIo<'a> {
     d: &'a Rc<Daemon>,
     id: u64,
+    /// The interface the connection came in on, with `--interface`.
+    iface: Option<&'a str>,
 }
 
 impl SessionIo for ConnIo<'_> {
@@ -324,11 +351,10 @@ impl SessionIo for ConnIo<'_> {
         if !self.d.owns(self.id) {
             return Err(std::io::Error::other("speaker taken over"));
         }
-        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         let socks = Sockets {
-            audio: Async::new(self.d.bind_udp(any)?)?,
-            control: Async::new(self.d.bind_udp(any)?)?,
-            timing: Async::new(self.d.bind_udp(any)?)?,
+            audio: Async::new(self.d.bind_udp(self.iface)?)?,
+            control: Async::new(self.d.bind_udp(self.iface)?)?,
+            timing: Async::new(self.d.bind_udp(self.iface)?)?,
         };
         let ports = UdpPorts {
             audio: socks.audio.get_ref().local_addr()?.port(),

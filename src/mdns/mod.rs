@@ -28,7 +28,9 @@
 mod net;
 mod responder;
 
-pub use net::{interfaces, local_ipv4_addrs, mac_of_default_interface, run, Interface};
+pub use net::{
+    interfaces, interfaces_named, local_ipv4_addrs, mac_of_default_interface, run, Interface,
+};
 pub use responder::{Responder, Transmit, MDNS_GROUP_V4, MDNS_PORT};
 
 use std::net::IpAddr;

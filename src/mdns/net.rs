@@ -37,6 +37,35 @@ pub struct Interface {
 /// address). Loopback is included only when nothing else qualifies, so that a speaker on a
 /// real network never publishes 127.0.0.1, while a loopback-only test namespace still works.
 pub fn interfaces() -> io::Result<Vec<Interface>> {
+    let list = all_interfaces()?;
+    let any_real = list.iter().any(|(_, lo)| !lo);
+    Ok(list
+        .into_iter()
+        .filter(|(_, lo)| !any_real || !lo)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// The interfaces of [`interfaces`] named in `only` (loopback too, when named); all of
+/// [`interfaces`] when `only` is empty. Named interfaces that are down or have no IPv4
+/// address yet are left out until they have one.
+pub fn interfaces_named(only: &[String]) -> io::Result<Vec<Interface>> {
+    if only.is_empty() {
+        return interfaces();
+    }
+    let all = all_interfaces()?;
+    Ok(only
+        .iter()
+        .filter_map(|n| {
+            all.iter()
+                .find(|(i, _)| &i.name == n)
+                .map(|(i, _)| i.clone())
+        })
+        .collect())
+}
+
+/// Every IPv4 interface that is up and multicast-capable, with whether it is loopback.
+fn all_interfaces() -> io::Result<Vec<(Interface, bool)>> {
     let mut list: Vec<(Interface, bool)> = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list that is freed below with freeifaddrs.
@@ -79,12 +108,7 @@ pub fn interfaces() -> io::Result<Vec<Interface>> {
     }
     // SAFETY: `head` came from getifaddrs and is freed exactly once.
     unsafe { libc::freeifaddrs(head) };
-    let any_real = list.iter().any(|(_, lo)| !lo);
-    Ok(list
-        .into_iter()
-        .filter(|(_, lo)| !any_real || !lo)
-        .map(|(i, _)| i)
-        .collect())
+    Ok(list)
 }
 
 /// The IPv4 addresses of [`interfaces`], ready for [`Service::addrs`].
@@ -147,23 +171,39 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 /// Publishes `service` until `shutdown` resolves, then sends the goodbye and returns.
 ///
-/// `ifaces` chooses the interfaces to run on; empty means all of [`interfaces`], read again
-/// every 30 s. When `service.addrs` is empty the published addresses follow those interfaces;
+/// `only` names the interfaces to run on (`--interface`); empty means all of [`interfaces`].
+/// The list is read again every 30 s, so an interface that gets its address later is joined
+/// then. When `service.addrs` is empty the published addresses follow those interfaces;
 /// otherwise they are published as given.
+///
+/// With `only` set, packets that arrive on any other interface are dropped (their interface
+/// is read with `IP_PKTINFO`, and `IP_MULTICAST_ALL` is off so that groups other sockets
+/// joined elsewhere are not delivered here): the speaker neither answers nor is seen there.
 ///
 /// Errors only when the socket cannot be set up; per-packet errors are logged and survived.
 pub async fn run(
     mut service: Service,
-    ifaces: Vec<Interface>,
+    only: Vec<String>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let auto_ifaces = ifaces.is_empty();
+    let restricted = !only.is_empty();
     let auto_addrs = service.addrs.is_empty();
-    let mut joined = if auto_ifaces { interfaces()? } else { ifaces };
+    let mut joined = interfaces_named(&only)?;
     if auto_addrs {
         service.addrs = joined.iter().map(|i| IpAddr::V4(i.addr)).collect();
     }
     let sock = open_socket()?;
+    if restricted {
+        let zero: libc::c_int = 0;
+        let one: libc::c_int = 1;
+        setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_ALL,
+            &zero,
+        )?;
+        setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
+    }
     for i in &joined {
         join(sock.as_raw_fd(), i, true);
     }
@@ -173,10 +213,10 @@ pub async fn run(
     let mut responder = Responder::new(service, Instant::now());
     let mut shutdown = pin!(shutdown);
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut next_scan = auto_ifaces.then(|| Instant::now() + RESCAN_INTERVAL);
+    let mut next_scan = Some(Instant::now() + RESCAN_INTERVAL);
 
     enum Event {
-        Recv(io::Result<(usize, SocketAddr)>),
+        Recv(io::Result<(usize, SocketAddr, Option<u32>)>),
         Timer,
         Shutdown,
     }
@@ -190,7 +230,14 @@ pub async fn run(
             shutdown.as_mut().await;
             Event::Shutdown
         };
-        let recv = async { Event::Recv(sock.recv_from(&mut buf).await) };
+        let recv = async {
+            Event::Recv(if restricted {
+                sock.read_with(|s| recv_pktinfo(s.as_raw_fd(), &mut buf))
+                    .await
+            } else {
+                sock.recv_from(&mut buf).await.map(|(n, a)| (n, a, None))
+            })
+        };
         let timer = async {
             match deadline {
                 Some(t) => {
@@ -202,7 +249,12 @@ pub async fn run(
         };
         match future::or(stop, future::or(recv, timer)).await {
             Event::Shutdown => break,
-            Event::Recv(Ok((n, src))) => responder.handle_input(Instant::now(), src, &buf[..n]),
+            Event::Recv(Ok((_, src, Some(ifindex))))
+                if !joined.iter().any(|i| i.index == ifindex) =>
+            {
+                log::trace!("mdns: ignored a packet from {src} on interface {ifindex}");
+            }
+            Event::Recv(Ok((n, src, _))) => responder.handle_input(Instant::now(), src, &buf[..n]),
             Event::Recv(Err(e)) => {
                 log::debug!("mdns: receive failed: {e}");
                 // A persistent error must not turn the loop into a busy spin.
@@ -213,7 +265,7 @@ pub async fn run(
                 responder.handle_timeout(now);
                 if next_scan.is_some_and(|t| t <= now) {
                     next_scan = Some(now + RESCAN_INTERVAL);
-                    rescan(&sock, &mut joined, &mut responder, auto_addrs, now);
+                    rescan(&sock, &only, &mut joined, &mut responder, auto_addrs, now);
                 }
             }
         }
@@ -227,12 +279,13 @@ pub async fn run(
 /// when the addresses are automatic, republishes them.
 fn rescan(
     sock: &Async<UdpSocket>,
+    only: &[String],
     joined: &mut Vec<Interface>,
     responder: &mut Responder,
     auto_addrs: bool,
     now: Instant,
 ) {
-    let current = match interfaces() {
+    let current = match interfaces_named(only) {
         Ok(c) => c,
         Err(e) => {
             log::debug!("mdns: cannot list interfaces: {e}");
@@ -314,6 +367,50 @@ fn open_socket() -> io::Result<Async<UdpSocket>> {
         return Err(io::Error::last_os_error());
     }
     Async::new(UdpSocket::from(fd))
+}
+
+/// `recvfrom` that also returns the index of the interface the packet arrived on
+/// (`IP_PKTINFO`, ip(7)).
+fn recv_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u32>)> {
+    // SAFETY: all-zero is a valid sockaddr_in / msghdr / iovec.
+    let mut src: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = &mut src as *mut libc::sockaddr_in as *mut libc::c_void;
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` points to a live buffer of the stated size.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut ifindex = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // msg_controllen; IP_PKTINFO data is an in_pktinfo.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                ifindex = Some(info.ipi_ifindex as u32);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let addr = SocketAddr::from((
+        Ipv4Addr::from(u32::from_be(src.sin_addr.s_addr)),
+        u16::from_be(src.sin_port),
+    ));
+    Ok((n as usize, addr, ifindex))
 }
 
 fn mreqn(i: &Interface) -> libc::ip_mreqn {

@@ -127,6 +127,12 @@ impl Netns {
     /// avahi-daemon runs in a private mount namespace with a tmpfs on /run/avahi-daemon, so its
     /// pid file and socket cannot clash with a host avahi-daemon or another test's.
     pub fn start_avahi(&self) -> String {
+        self.start_avahi_on("lo")
+    }
+
+    /// [`Netns::start_avahi`] with avahi-daemon on the interfaces listed in `ifaces`
+    /// (comma-separated, avahi's `allow-interfaces`) instead of loopback.
+    pub fn start_avahi_on(&self, ifaces: &str) -> String {
         let dir = &self.runtime_dir;
         let socket = dir.join("dbus.sock");
         let conf = dir.join("dbus.conf");
@@ -151,7 +157,8 @@ impl Netns {
         let bus = format!("unix:path={}", socket.display());
 
         let avahi_conf = dir.join("avahi-daemon.conf");
-        std::fs::write(&avahi_conf, AVAHI_CONF).expect("write avahi config");
+        std::fs::write(&avahi_conf, AVAHI_CONF.replace("@IFACES@", ifaces))
+            .expect("write avahi config");
         let log = dir.join("avahi.log");
         let log_file = std::fs::File::create(&log).expect("create avahi log");
         let script = "mkdir -p /run/avahi-daemon && mount -t tmpfs none /run/avahi-daemon && \
@@ -297,11 +304,11 @@ const DBUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus
 </busconfig>
 "#;
 
-/// Loopback only, IPv4 only, no rate limit that would slow the tests' bursts of queries.
+/// The given interfaces only (loopback by default), IPv4 only, no rate limit that would slow the tests' bursts of queries.
 const AVAHI_CONF: &str = "[server]
 use-ipv4=yes
 use-ipv6=no
-allow-interfaces=lo
+allow-interfaces=@IFACES@
 ratelimit-interval-usec=1000000
 ratelimit-burst=1000
 enable-dbus=yes

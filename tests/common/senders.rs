@@ -31,6 +31,12 @@ pub struct PyatvOpts {
     pub title: Option<String>,
     pub artist: Option<String>,
     pub album: Option<String>,
+    /// `DACP-ID` to send (16 hex digits) instead of pyatv's random one. pyatv sends both
+    /// remote-control headers but runs no DACP server, so a test that answers DACP in its
+    /// place announces `iTunes_Ctrl_<DACP-ID>` itself and must know the values.
+    pub dacp_id: Option<String>,
+    /// `Active-Remote` to send instead of pyatv's random one.
+    pub active_remote: Option<u32>,
 }
 
 impl PyatvOpts {
@@ -225,6 +231,12 @@ pub fn pyatv_spawn(
         if let Some(v) = value {
             args.extend([flag.to_string(), v.clone()]);
         }
+    }
+    if let Some(id) = &opts.dacp_id {
+        args.extend(["--dacp-id".to_string(), id.clone()]);
+    }
+    if let Some(n) = opts.active_remote {
+        args.push(format!("--active-remote={n}"));
     }
     let limit = Duration::from_secs_f64(wav_seconds(wav) + 30.0);
     spawn_timed(ns, "pyatv", &args, limit, log_dir.join("pyatv.out"), None)

@@ -40,6 +40,12 @@ def parse_args():
     p.add_argument("--title", help="send this track title (DMAP metadata)")
     p.add_argument("--artist", help="send this artist (DMAP metadata)")
     p.add_argument("--album", help="send this album (DMAP metadata)")
+    p.add_argument(
+        "--dacp-id",
+        help="DACP-ID to send (16 hex digits) instead of pyatv's random one, so that a test's "
+        "DACP responder can be announced under it",
+    )
+    p.add_argument("--active-remote", type=int, help="Active-Remote to send instead of a random one")
     p.add_argument("--debug", action="store_true", help="pyatv debug log on stderr")
     return p.parse_args()
 
@@ -49,6 +55,21 @@ def drop_fmtp_line():
     template = pyatv.support.rtsp.ANNOUNCE_PAYLOAD
     kept = [line for line in template.split("\r\n") if line and not line.startswith("a=fmtp")]
     pyatv.support.rtsp.ANNOUNCE_PAYLOAD = "".join(line + "\r\n" for line in kept)
+
+
+def fix_remote_ids(dacp_id, active_remote):
+    """pyatv sends `DACP-ID` and `Active-Remote` with every RTSP request (random per session)
+    but runs no DACP server; a test that answers DACP itself needs to know them."""
+    init = pyatv.support.rtsp.RtspSession.__init__
+
+    def patched(self, *a, **kw):
+        init(self, *a, **kw)
+        if dacp_id is not None:
+            self.dacp_id = dacp_id
+        if active_remote is not None:
+            self.active_remote = active_remote
+
+    pyatv.support.rtsp.RtspSession.__init__ = patched
 
 
 async def stream(args):
@@ -83,6 +104,8 @@ def main():
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     if args.no_fmtp:
         drop_fmtp_line()
+    if args.dacp_id is not None or args.active_remote is not None:
+        fix_remote_ids(args.dacp_id, args.active_remote)
     try:
         asyncio.run(stream(args))
     except Exception as e:  # one line for the test's failure message
