@@ -18,6 +18,7 @@ APT_PACKAGES=(
   pulseaudio pulseaudio-utils pulseaudio-module-raop    # sender: module-raop-sink, paplay, pactl
   python3 python3-venv                                  # sender: pyatv in a venv
   iproute2 nftables procps                              # namespaces, packet loss, ss/kill
+  tcpdump                                               # wire capture for the absolute-timing test
   dbus avahi-daemon avahi-utils                         # mDNS peers inside a namespace
   ffmpeg sox                                            # inspecting and converting test audio by hand
   ca-certificates coreutils

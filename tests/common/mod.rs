@@ -8,7 +8,9 @@
 //! - [`audio`]: deterministic white-noise WAV input;
 //! - [`compare`]: checks that the daemon's raw output holds the input bit for bit;
 //! - [`senders`]: real RAOP senders (pyatv, PulseAudio's module-raop-sink);
-//! - [`loss`]: random UDP packet loss with nftables.
+//! - [`loss`]: random UDP packet loss with nftables;
+//! - [`pcap`], [`raop_wire`], [`clocks`]: a packet capture in the namespace and what the sender
+//!   said on the wire, read without raopd's code, for checks of absolute timing.
 //!
 //! These tests need root (network namespaces, nftables) and the packages and venv that
 //! `scripts/setup-test-deps.sh` installs. They do not skip without them: [`require_env`] fails
@@ -18,10 +20,13 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod clocks;
 pub mod compare;
 pub mod daemon;
 pub mod loss;
 pub mod netns;
+pub mod pcap;
+pub mod raop_wire;
 pub mod senders;
 pub mod sim;
 
