@@ -228,19 +228,36 @@ fn airplay_version(ua: &str) -> Option<u32> {
 
 /// The total latency in frames the rule gives for this session's sync packet `sync`.
 fn total_latency(s: &Session, sync: &Sync) -> i64 {
-    let audio_latency = s
-        .audio_latency
-        .expect("raopd's RECORD reply carries no Audio-Latency header");
-    let adds = sync.flags == 7
-        || s.user_agent
-            .as_deref()
+    latency_rule(
+        sync.stated_latency(),
+        sync.flags,
+        s.user_agent.as_deref(),
+        s.audio_latency
+            .expect("raopd's RECORD reply carries no Audio-Latency header"),
+        s.min_latency,
+        s.max_latency,
+    )
+}
+
+/// The latency rule (see the module doc), frames: `stated` from the sync packet, `flags` its
+/// bytes 2–3, `audio_latency` from the RECORD reply, `min`/`max` from the SDP.
+fn latency_rule(
+    stated: u32,
+    flags: u16,
+    user_agent: Option<&str>,
+    audio_latency: u32,
+    min: Option<u32>,
+    max: Option<u32>,
+) -> i64 {
+    let adds = flags == 7
+        || user_agent
             .and_then(airplay_version)
             .is_some_and(|n| n <= 353 || n >= 371);
-    let mut la = i64::from(sync.stated_latency()) + if adds { i64::from(audio_latency) } else { 0 };
-    if let Some(min) = s.min_latency {
+    let mut la = i64::from(stated) + if adds { i64::from(audio_latency) } else { 0 };
+    if let Some(min) = min {
         la = la.max(i64::from(min));
     }
-    if let Some(max) = s.max_latency {
+    if let Some(max) = max {
         la = la.min(i64::from(max));
     }
     la
@@ -448,4 +465,152 @@ fn pulseaudio_rsa_alac_sounds_at_the_requested_instant() {
     });
     let m = analyse(test, &run);
     check(test, &m);
+}
+
+/// Checks of the analysis itself (no root, no daemon).
+mod harness {
+    use super::common::pcap::{self, Packet, Proto};
+    use super::common::raop_wire::{alac_verbatim, ntp_to_ns, rtsp_messages};
+    use super::{airplay_version, clock_name, latency_rule, NTP_UNIX_SECS};
+
+    /// Writes bits most significant first, as PulseAudio's `bit_writer` does.
+    fn put(bits: &mut Vec<bool>, v: u32, n: usize) {
+        bits.extend((0..n).rev().map(|i| (v >> i) & 1 == 1));
+    }
+
+    fn bytes(bits: &[bool]) -> Vec<u8> {
+        bits.chunks(8)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u8, |b, (i, &x)| b | (u8::from(x) << (7 - i)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn uncompressed_alac_is_read_with_and_without_a_size() {
+        let frames = [[1i16, -1], [i16::MIN, i16::MAX], [0x1234, -0x1234]];
+        for has_size in [true, false] {
+            let mut b = Vec::new();
+            put(&mut b, 1, 3); // channel pair
+            put(&mut b, 0, 16);
+            put(&mut b, u32::from(has_size), 1);
+            put(&mut b, 0, 2);
+            put(&mut b, 1, 1); // escape: uncompressed
+            if has_size {
+                put(&mut b, frames.len() as u32, 32);
+            }
+            for f in frames {
+                put(&mut b, u32::from(f[0] as u16), 16);
+                put(&mut b, u32::from(f[1] as u16), 16);
+            }
+            put(&mut b, 7, 3); // end tag, which PulseAudio leaves out
+            assert_eq!(alac_verbatim(&bytes(&b), 3).as_deref(), Some(&frames[..]));
+        }
+        // A compressed frame (escape flag 0) is refused, not misread.
+        let mut b = Vec::new();
+        put(&mut b, 1, 3);
+        put(&mut b, 0, 20);
+        assert_eq!(alac_verbatim(&bytes(&b), 3), None);
+    }
+
+    #[test]
+    fn pcap_records_give_ports_payloads_and_nanosecond_stamps() {
+        let mut f = Vec::new();
+        f.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes()); // ns magic
+        f.extend_from_slice(&[2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0]);
+        f.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+        let payload = [0x80u8, 0xd4, 0, 7];
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let ip_len = 20 + 8 + payload.len();
+        frame.extend_from_slice(&[0x45, 0, 0, ip_len as u8, 0, 0, 0, 0, 64, 17, 0, 0]);
+        frame.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        frame.extend_from_slice(&[0x17, 0x71, 0x8e, 0x78, 0, 12, 0, 0]); // 6001 -> 36472
+        frame.extend_from_slice(&payload);
+        frame.extend_from_slice(&[0; 6]); // Ethernet padding beyond the IP length
+        for w in [
+            1_700_000_000u32,
+            123_456_789,
+            frame.len() as u32,
+            frame.len() as u32,
+        ] {
+            f.extend_from_slice(&w.to_le_bytes());
+        }
+        f.extend_from_slice(&frame);
+        let path = std::env::temp_dir().join(format!("raopd-pcap-{}.pcap", std::process::id()));
+        std::fs::write(&path, &f).unwrap();
+        let packets = pcap::read(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(packets.len(), 1);
+        let p = &packets[0];
+        assert_eq!(p.ts_ns, 1_700_000_000_123_456_789);
+        assert_eq!((p.proto, p.src_port, p.dst_port), (Proto::Udp, 6001, 36472));
+        assert_eq!(p.payload, payload);
+    }
+
+    #[test]
+    fn tcp_streams_are_reassembled_once_in_order() {
+        let seg = |seq: u32, data: &[u8]| Packet {
+            ts_ns: 0,
+            proto: Proto::Tcp,
+            src_port: 1,
+            dst_port: 2,
+            tcp_seq: seq,
+            payload: data.to_vec(),
+        };
+        let packets = [
+            seg(u32::MAX - 1, b"AN"),
+            seg(6, b" rtsp"), // out of order
+            seg(0, b"NOUNCE"),
+            seg(0, b"NOUNCE"), // retransmitted
+        ];
+        assert_eq!(pcap::tcp_stream(&packets, 1, 2), b"ANNOUNCE rtsp");
+        let msgs = rtsp_messages(
+            b"ANNOUNCE x RTSP/1.0\r\nContent-Length: 3\r\n\r\nv=0RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n",
+        );
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(
+            (msgs[0].method(), &msgs[0].body[..]),
+            ("ANNOUNCE", &b"v=0"[..])
+        );
+        assert_eq!(msgs[1].header("cseq"), Some("2"));
+    }
+
+    #[test]
+    fn the_latency_rule_adds_audio_latency_where_senders_expect_it() {
+        // flags 7 (iTunes style, PulseAudio, PipeWire, pyatv): stated + Audio-Latency.
+        assert_eq!(latency_rule(88200, 7, None, 11025, None, None), 99225);
+        // PipeWire states 0 and relies on the receiver's 11025, within the SDP's bounds.
+        assert_eq!(latency_rule(0, 7, None, 11025, Some(11025), None), 11025);
+        assert_eq!(latency_rule(0, 7, None, 11025, Some(22050), None), 22050);
+        assert_eq!(
+            latency_rule(88200, 7, None, 11025, None, Some(88200)),
+            88200
+        );
+        // flags 4: only for AirPlay/N user agents with N <= 353 or N >= 371.
+        assert_eq!(latency_rule(88200, 4, None, 11025, None, None), 88200);
+        assert_eq!(
+            latency_rule(88200, 4, Some("AirPlay/360.1"), 11025, None, None),
+            88200
+        );
+        assert_eq!(
+            latency_rule(88200, 4, Some("AirPlay/380"), 11025, None, None),
+            99225
+        );
+        assert_eq!(airplay_version("iTunes/11.0.4 (Windows; N)"), None);
+        assert_eq!(airplay_version("AirPlay/550.10"), Some(550));
+    }
+
+    #[test]
+    fn ntp_times_and_clock_names() {
+        assert_eq!(ntp_to_ns(&[0, 0, 0, 2, 0x80, 0, 0, 0]), 2_500_000_000);
+        let ntp = NTP_UNIX_SECS * 1_000_000_000;
+        let rm = 1_700_000_000_000_000_000i128 - 5_000_000_000_000;
+        assert!(clock_name(-ntp + 20_000, rm).starts_with("CLOCK_REALTIME, NTP era"));
+        assert!(clock_name(rm - ntp, rm).starts_with("CLOCK_MONOTONIC + 70 years"));
+        assert!(clock_name(rm, rm).starts_with("CLOCK_MONOTONIC ("));
+        assert!(clock_name(12_345_000_000_000, rm).starts_with("no host clock"));
+    }
 }
