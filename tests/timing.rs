@@ -39,10 +39,14 @@
 //! using the latest sync packet captured before the frame sounds (the senders here restate
 //! one line in every sync; the spread between them is printed). measured − expected is
 //! printed per sender (count, median, min, max in ms) and must be within ±1 ms at every anchor,
-//! the first frame included. Every term is exact to well under that: the DAC log is computed
-//! (no sampling granularity), the capture stamps of loopback packets lag the sender's
-//! timestamps by tens of µs, the clock offset sandwich is sub-µs, and at 0 ppm raopd makes no
-//! corrections, so the spread is a few µs unless raopd's schedule itself moves.
+//! the first frame included. "All points", not only the median, because every term is exact
+//! to well under 1 ms: the DAC log is computed (no sampling granularity), the clock offset
+//! sandwich is sub-µs, at 0 ppm raopd makes no corrections, and the capture stamp of a timing
+//! reply lags the sender's transmit stamp by the loopback's one-way delay (tens of µs), which
+//! biases the expected instant that much late, i.e. measured − expected by as much early.
+//! Observed: pyatv −0.07 ms (spread 0.015 ms), PulseAudio −0.04 ms (spread 0.1 ms: its sync
+//! packets restate the RTP↔NTP line with up to 0.1 ms of jitter). Before the latency rule
+//! both read −250 ms.
 
 mod common;
 
