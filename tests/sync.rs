@@ -75,6 +75,20 @@ fn stream_to_sim_with(
     secs: f64,
     during: impl FnOnce(&Daemon),
 ) -> SyncRun {
+    stream_to_sim_opts(test, port, ppm, secs, &[], |_, _| {}, during)
+}
+
+/// [`stream_to_sim_with`] with more daemon arguments, and `before(&ns, &dir)` run once the
+/// daemon is up and before pyatv starts.
+fn stream_to_sim_opts(
+    test: &str,
+    port: u16,
+    ppm: f64,
+    secs: f64,
+    extra: &[&str],
+    before: impl FnOnce(&Netns, &TestDir),
+    during: impl FnOnce(&Daemon),
+) -> SyncRun {
     common::require_env();
     let dir = TestDir::new(test);
     let wav = dir.join("noise.wav");
@@ -83,12 +97,10 @@ fn stream_to_sim_with(
     let out = dir.join("out.raw");
     let ns = Netns::new();
     let output_arg = format!("sim:{}:{ppm:+}ppm", out.display());
-    let mut raopd = Daemon::start(
-        &ns,
-        dir.path(),
-        port,
-        &["--name", test, "--no-mdns", "--output", &output_arg],
-    );
+    let mut args = vec!["--name", test, "--no-mdns", "--output", &output_arg];
+    args.extend_from_slice(extra);
+    let mut raopd = Daemon::start(&ns, dir.path(), port, &args);
+    before(&ns, &dir);
     let opts = PyatvOpts::unity();
     let sender = senders::pyatv_spawn(&ns, HOST, port, &wav, dir.path(), &opts);
     during(&raopd);
@@ -340,6 +352,108 @@ fn exact_dac_is_bit_exact_and_never_corrected() {
         "corrections at 0 ppm"
     );
     assert_bit_exact(&run.input, &run.output, "pyatv -> raopd sim:0ppm output");
+}
+
+/// A sender whose sync statements jitter by ±20–40 ms around its true RTP↔NTP line (timers
+/// that fire late while the RTP timestamps stay exact, as seen from a real sender in the
+/// field): `tests/senders/sync_jitter_relay.py` sits on the daemon's control port (an
+/// nftables redirect of pyatv's packets) and rewrites every sync packet that way. No single
+/// statement may move the schedule: the output stays bit-exact with zero corrections.
+#[test]
+fn jittered_sync_statements_leave_the_output_bit_exact() {
+    let test = "sync_jitter";
+    // --udp-port-base 7100 in a fresh namespace: audio 7100, control 7101, timing 7102.
+    let (control, relay) = (7101u16, 7150u16);
+    let jitter_log = std::cell::RefCell::new(None);
+    let run = stream_to_sim_opts(
+        test,
+        5205,
+        0.0,
+        20.0,
+        &["--udp-port-base", "7100"],
+        |ns, dir| {
+            let log = dir.join("sync-jitter.log");
+            let child = ns
+                .command("python3")
+                .arg(common::repo_dir().join("tests/senders/sync_jitter_relay.py"))
+                .args([relay.to_string(), control.to_string()])
+                .arg(&log)
+                .spawn()
+                .expect("start the sync jitter relay");
+            ns.adopt(child);
+            ns.run_ok("nft", ["add", "table", "ip", "raopd_test_jitter"]);
+            ns.run_ok(
+                "nft",
+                [
+                    "add",
+                    "chain",
+                    "ip",
+                    "raopd_test_jitter",
+                    "out",
+                    "{ type nat hook output priority -100; }",
+                ],
+            );
+            let rule =
+                format!("udp dport {control} udp sport != {relay} counter redirect to :{relay}");
+            ns.run_ok(
+                "nft",
+                [
+                    "add",
+                    "rule",
+                    "ip",
+                    "raopd_test_jitter",
+                    "out",
+                    rule.as_str(),
+                ],
+            );
+            *jitter_log.borrow_mut() = Some(log);
+        },
+        |_| {},
+    );
+    let log = jitter_log.into_inner().expect("relay started");
+    let jitters: Vec<i64> = std::fs::read_to_string(&log)
+        .expect("read the relay's log")
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .collect();
+    eprintln!(
+        "{test}: {} sync packets jittered (ms): {:?}; summary: {}",
+        jitters.len(),
+        jitters.iter().map(|j| j / 1_000_000).collect::<Vec<_>>(),
+        run.summary.line
+    );
+    assert!(
+        jitters.len() >= 10,
+        "{test}: only {} sync packets went through the relay",
+        jitters.len()
+    );
+    let s = &run.summary;
+    assert_eq!(
+        (
+            s.int("frames_inserted"),
+            s.int("frames_dropped"),
+            s.int("resyncs")
+        ),
+        (0, 0, 0),
+        "{test}: corrections at 0 ppm: {}",
+        s.line
+    );
+    assert_eq!(
+        s.int("reanchors"),
+        0,
+        "{test}: the schedule moved: {}",
+        s.line
+    );
+    assert!(
+        s.int("sync_outliers") >= 5,
+        "{test}: the daemon saw no noisy statements: {}",
+        s.line
+    );
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "pyatv (jittered syncs) -> raopd sim:0ppm",
+    );
 }
 
 /// The daemon stalls (SIGSTOP for 400 ms, longer than the 186 ms the DAC holds) 8 s into a

@@ -88,6 +88,8 @@ pub struct JitterBuffer {
     frames_per_packet: usize,
     next_retry: Option<u64>,
     request_seq: u16,
+    /// Sequence number and timestamp of the last packet refused as late.
+    last_late: Option<(u16, u32)>,
     pub stats: BufferStats,
 }
 
@@ -128,8 +130,20 @@ impl JitterBuffer {
             frames_per_packet: crate::codec::MAX_FRAMES_PER_PACKET as usize,
             next_retry: None,
             request_seq: 0,
+            last_late: None,
             stats: BufferStats::default(),
         }
+    }
+
+    /// Frames in one packet of the current stream.
+    pub fn frames_per_packet(&self) -> usize {
+        self.frames_per_packet
+    }
+
+    /// Sequence number and RTP timestamp of the last packet refused as late (it came after
+    /// its turn to play had passed), since the last reset.
+    pub fn last_late(&self) -> Option<(u16, u32)> {
+        self.last_late
     }
 
     pub fn capacity_packets(&self) -> usize {
@@ -150,6 +164,7 @@ impl JitterBuffer {
         self.read_offset = 0;
         self.flush_before = None;
         self.next_retry = None;
+        self.last_late = None;
         self.frames_per_packet =
             frames_per_packet.clamp(1, crate::codec::MAX_FRAMES_PER_PACKET as usize);
     }
@@ -224,6 +239,7 @@ impl JitterBuffer {
         let ahead = seq_diff(seq, self.read_seq);
         if ahead < 0 {
             self.stats.late += 1;
+            self.last_late = Some((seq, ts));
             return Insert::Late;
         }
         if ahead as usize > self.mask {

@@ -22,6 +22,37 @@
 //!   delay bounds over a window of about three minutes for the offset, the slope of their
 //!   convex hulls (smoothed) for the drift, and a served model that is slewed, never stepped,
 //!   once audio can be playing.
+//!
+//! # Latency: when the sender wants a frame to sound
+//!
+//! A sync packet says "frame `rtp_now` is being sent at sender time `ntp`" and states a
+//! latency `L = rtp_now − rtp_minus_latency`. An AirPort Express does not play frame
+//! `rtp_minus_latency` at `ntp`: it adds its own output latency, the 11025 frames (250 ms) it
+//! announces as `Audio-Latency` in the RECORD reply ([`AUDIO_LATENCY`]), and senders schedule
+//! for that: senders of the RAOP-Player lineage count their status as `L + 11025`, and
+//! PipeWire's RAOP sink states `L = 0` and sends each packet in real time, relying on the
+//! receiver's 11025 entirely. shairport-sync (`rtp.c`, the reference open receiver) adds the
+//! 11025 when the sync packet's bytes 2–3 are 7 (iTunes, PulseAudio, PipeWire, pyatv and the
+//! RAOP-Player lineage all send 7) or when the sender's `User-Agent` is `AirPlay/N` with
+//! `N <= 353` or `N >= 371` (iOS versions it measured); then it clamps the total to the
+//! SDP's `a=min-latency` and `a=max-latency`. raopd follows the same rule ([`LatencyRule`]):
+//!
+//! ```text
+//! total = clamp(L + (adds ? 11025 : 0), a=min-latency, a=max-latency)
+//! frame (rtp_now − total) sounds at sender time ntp, plus --latency-offset-ms
+//! ```
+//!
+//! # Noisy sync statements
+//!
+//! Some senders stamp sync packets with jitter of tens of milliseconds (timers in a scripting
+//! runtime fire late while the RTP timestamp stays exact). One statement must not move the
+//! schedule, so only the first sync after RECORD/FLUSH (flagged `0x90`, or the first at all)
+//! anchors the mapping. Each later statement is compared with the anchor's prediction: a
+//! residual within ±2 ms slews the anchor by at most 0.1 ms (a sender whose RTP clock runs
+//! slightly off its NTP clock is followed); larger residuals are counted as outliers and move
+//! nothing, unless [`CONSISTENT_SYNCS`] of them in a row agree — all on one side and within
+//! 4 ms of each other (a real step), or all beyond 50 ms on one side (a jump even through
+//! ±40 ms of jitter) — which re-anchors by their median.
 
 mod estimator;
 mod ntp;
@@ -30,6 +61,7 @@ mod tests;
 
 pub use ntp::{local_to_ntp, ntp_to_ns, LocalNs};
 
+use crate::rtp::SyncRepr;
 use estimator::{Estimator, Outcome, SHORT_WINDOW, WINDOW};
 use ntp::{ntp_delta_to_ns, NS_PER_SEC};
 
@@ -47,11 +79,73 @@ const FAST_REQUEST_LIMIT: u32 = 30;
 const MAX_RTT_NS: u64 = 1_000_000_000;
 /// Outstanding timing requests remembered for matching replies.
 const PENDING: usize = 8;
-/// A non-first sync packet disagreeing with the current anchor by more than this is taken as
-/// a new timeline (a jump) rather than slewed into.
-const ANCHOR_JUMP_NS: i64 = 20_000_000;
-/// Sync packets claiming more latency than this many seconds are treated as garbage.
-const MAX_LATENCY_SECS: u32 = 10;
+/// A later sync statement within this of the anchor's prediction slews the anchor (by at
+/// most `estimator::MAX_SLEW_NS`); beyond it, it is an outlier.
+const SLEW_BAND_NS: i64 = 2_000_000;
+/// Consecutive outliers that must agree before the anchor moves to them.
+pub const CONSISTENT_SYNCS: usize = 4;
+/// Outliers agreeing within this (max − min) are a real step of the sender's timeline.
+const CONSISTENT_SPREAD_NS: i64 = 4_000_000;
+/// Outliers all beyond this on one side are a jump, whatever their spread.
+const JUMP_NS: i64 = 50_000_000;
+/// Sync packets (and SDP `a=min-latency`/`a=max-latency`) claiming more latency than this, in
+/// frames (10 s), are treated as garbage.
+pub const MAX_LATENCY_FRAMES: u32 = 10 * crate::output::RATE;
+
+/// Frames the receiver adds to the latency stated in sync packets, announced in RECORD's reply
+/// as `Audio-Latency` (the value AirPort Express and shairport-sync use): 250 ms.
+pub const AUDIO_LATENCY: u32 = 11025;
+
+/// How the total latency of a stream is worked out from what its sync packets state. See the
+/// module docs for the rule and its sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatencyRule {
+    /// Frames added when the sender expects it: [`AUDIO_LATENCY`].
+    pub audio_latency: u32,
+    /// The sender's AirPlay version, from a `User-Agent: AirPlay/N[.M]` header.
+    pub airplay_version: Option<u32>,
+    /// SDP `a=min-latency`, in frames.
+    pub min_frames: Option<u32>,
+    /// SDP `a=max-latency`, in frames.
+    pub max_frames: Option<u32>,
+}
+
+impl Default for LatencyRule {
+    fn default() -> Self {
+        Self {
+            audio_latency: AUDIO_LATENCY,
+            airplay_version: None,
+            min_frames: None,
+            max_frames: None,
+        }
+    }
+}
+
+impl LatencyRule {
+    /// Whether a sync packet with these `flags` (bytes 2–3) asks for [`Self::audio_latency`]
+    /// on top of its stated latency: flags 7, or an AirPlay version up to 353 or from 371 on
+    /// (as shairport-sync measured).
+    pub fn adds_audio_latency(&self, flags: u16) -> bool {
+        flags == 7 || self.airplay_version.is_some_and(|v| v <= 353 || v >= 371)
+    }
+
+    /// The total latency in frames for a sync packet stating `stated` frames with `flags`:
+    /// the stated latency, plus the audio latency where expected, clamped to the SDP's
+    /// minimum and maximum (a maximum below the minimum is ignored).
+    pub fn total(&self, stated: u32, flags: u16) -> u32 {
+        let mut total = stated;
+        if self.adds_audio_latency(flags) {
+            total = total.saturating_add(self.audio_latency);
+        }
+        if let Some(max) = self
+            .max_frames
+            .filter(|&m| m >= self.min_frames.unwrap_or(0))
+        {
+            total = total.min(max);
+        }
+        total.max(self.min_frames.unwrap_or(0))
+    }
+}
 
 /// Parameters of a [`ClockModel`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +157,10 @@ pub struct ClockConfig {
     /// Added to every mapped time, in ns, to compensate for the output path (DAC, amplifier,
     /// speakers) or deliberate alignment with other rooms. May be negative.
     pub output_offset_ns: i64,
-    /// Latency in frames assumed until a sync packet states one (e.g. from `Audio-Latency`).
+    /// Total latency in frames assumed until a sync packet states one.
     pub default_latency_frames: u32,
+    /// How sync packets' latency becomes the total.
+    pub latency: LatencyRule,
 }
 
 impl Default for ClockConfig {
@@ -74,6 +170,7 @@ impl Default for ClockConfig {
             timing_interval_ns: 3 * NS_PER_SEC,
             output_offset_ns: 0,
             default_latency_frames: 88_200,
+            latency: LatencyRule::default(),
         }
     }
 }
@@ -92,6 +189,13 @@ pub struct ClockStats {
     pub samples: usize,
     /// Whether RTP timestamps can be mapped.
     pub anchored: bool,
+    /// Total latency in frames (see [`LatencyRule`]): from the last sync packet, else the
+    /// configured default.
+    pub latency_frames: u32,
+    /// Later sync statements too far from the anchor to be believed (sender jitter).
+    pub sync_outliers: u64,
+    /// Times the anchor moved to a consistent run of outliers.
+    pub reanchors: u64,
 }
 
 /// A timing request we sent and have not yet seen answered.
@@ -139,8 +243,16 @@ pub struct ClockModel {
     /// Requests sent in the current fast phase.
     fast_requests: u32,
     anchor: Option<Anchor>,
-    /// Latency from the last sync packet.
+    /// Total latency from the last sync packet.
     latency: Option<u32>,
+    /// A flagged (`0x90`) sync has anchored since the last reset: later flags are ordinary
+    /// statements.
+    flagged: bool,
+    /// Residuals (ns) of the outliers in a row since the last believed statement.
+    outliers: [i64; CONSISTENT_SYNCS],
+    outlier_run: usize,
+    sync_outliers: u64,
+    reanchors: u64,
 }
 
 impl ClockModel {
@@ -165,6 +277,11 @@ impl ClockModel {
             fast_requests: 0,
             anchor: None,
             latency: None,
+            flagged: false,
+            outliers: [0; CONSISTENT_SYNCS],
+            outlier_run: 0,
+            sync_outliers: 0,
+            reanchors: 0,
         }
     }
 
@@ -257,65 +374,100 @@ impl ClockModel {
         }
     }
 
-    /// Feeds a sync packet (`0x54`): frame `rtp_minus_latency` sounds at sender time `ntp`,
-    /// and `rtp_now - rtp_minus_latency` is the latency. `first` is the `0x90` flag (first
-    /// after RECORD/FLUSH), which always re-anchors.
+    /// Feeds a sync packet (`0x54`) that arrived at `arrival`. Its stated latency becomes the
+    /// total by [`LatencyRule::total`], and frame `rtp_now − total` sounds at its NTP time.
     ///
-    /// Before any timing reply, the sender's clock is assumed to read `ntp` at `arrival`
-    /// (the sender stamps sync packets as it sends them, so this is off only by the one-way
-    /// delay); timing replies then refine it. Later sync packets that agree with the anchor
-    /// within 20 ms move it by at most 0.1 ms each, so sender-side jitter in their stamps does
-    /// not make the output jump; larger disagreements re-anchor at once.
-    pub fn handle_sync(
-        &mut self,
-        rtp_minus_latency: u32,
-        ntp: u64,
-        rtp_now: u32,
-        first: bool,
-        arrival: LocalNs,
-    ) {
-        let latency = rtp_now.wrapping_sub(rtp_minus_latency);
-        if latency > MAX_LATENCY_SECS * self.cfg.sample_rate {
-            log::warn!("clock: sync packet with latency {latency} frames, ignored");
+    /// The first sync after RECORD/FLUSH (the first flagged `0x90`, or the first at all)
+    /// anchors the mapping; later ones are judged against it (module docs: one noisy
+    /// statement never moves the schedule). Before any timing reply, the sender's clock is
+    /// assumed to read `ntp` at `arrival` (the sender stamps sync packets as it sends them, so
+    /// this is off only by the one-way delay); timing replies then refine it. A stated latency
+    /// over 10 s is garbage and the packet is ignored.
+    pub fn handle_sync(&mut self, sync: &SyncRepr, arrival: LocalNs) {
+        let stated = sync.latency();
+        if stated > MAX_LATENCY_FRAMES {
+            log::warn!("clock: sync packet with latency {stated} frames, ignored");
             return;
         }
-        let sender = self.sender_ns(ntp);
+        let total = self.cfg.latency.total(stated, sync.flags);
+        if self.latency != Some(total) {
+            log::debug!(
+                "clock: latency {total} frames (stated {stated}, flags {})",
+                sync.flags
+            );
+        }
+        self.latency = Some(total);
+        let sender = self.sender_ns(sync.ntp);
         self.est.seed(
             sender.saturating_sub(i64::try_from(arrival).unwrap_or(i64::MAX)),
             arrival,
         );
-        self.latency = Some(latency);
-
-        let ext = self.anchor.map_or(i64::from(rtp_minus_latency), |a| {
-            a.extend(rtp_minus_latency)
-        });
+        // The statement: frame `rtp` sounds at sender time `sender`.
+        let rtp = sync.rtp_now.wrapping_sub(total);
+        let anchors = sync.first && !self.flagged;
+        self.flagged |= sync.first;
         let at = match self.anchor {
-            Some(Anchor {
-                ext: a_ext,
-                at: AnchorTime::Sender(a_sender),
-                ..
-            }) if !first => {
+            Some(
+                a @ Anchor {
+                    at: AnchorTime::Sender(a_sender),
+                    ..
+                },
+            ) if !anchors => {
+                let ext = a.extend(rtp);
                 let predicted = i128::from(a_sender)
-                    + self.frames_to_ns(i128::from(ext - a_ext), Rounding::Nearest);
-                let diff = i128::from(sender) - predicted;
-                if diff.abs() <= i128::from(ANCHOR_JUMP_NS) {
-                    let step = diff.clamp(
-                        -i128::from(estimator::MAX_SLEW_NS),
-                        i128::from(estimator::MAX_SLEW_NS),
-                    );
-                    i64::try_from(predicted + step).unwrap_or(sender)
-                } else {
-                    log::info!("clock: sync packet {diff} ns off the anchor, re-anchoring");
-                    sender
-                }
+                    + self.frames_to_ns(i128::from(ext - a.ext), Rounding::Nearest);
+                let residual = i64::try_from(i128::from(sender) - predicted).unwrap_or(i64::MAX);
+                let moved = i128::from(self.judge(residual));
+                // Move the anchor to this frame (keeps unwrapping local), on the predicted
+                // line plus whatever the judgement allows.
+                self.anchor = Some(Anchor {
+                    rtp,
+                    ext,
+                    at: AnchorTime::Sender(i64::try_from(predicted + moved).unwrap_or(sender)),
+                });
+                return;
             }
             _ => sender,
         };
+        let ext = self.anchor.map_or(i64::from(rtp), |a| a.extend(rtp));
+        self.outlier_run = 0;
         self.anchor = Some(Anchor {
-            rtp: rtp_minus_latency,
+            rtp,
             ext,
             at: AnchorTime::Sender(at),
         });
+    }
+
+    /// How far (ns) a later sync statement `residual` ns off the anchor moves it.
+    fn judge(&mut self, residual: i64) -> i64 {
+        if residual.abs() <= SLEW_BAND_NS {
+            self.outlier_run = 0;
+            return residual.clamp(-estimator::MAX_SLEW_NS, estimator::MAX_SLEW_NS);
+        }
+        self.sync_outliers += 1;
+        self.outliers[self.outlier_run % CONSISTENT_SYNCS] = residual;
+        self.outlier_run += 1;
+        log::debug!("clock: sync statement {residual} ns off the anchor, not believed alone");
+        if self.outlier_run < CONSISTENT_SYNCS {
+            return 0;
+        }
+        let mut run = self.outliers;
+        run.sort_unstable();
+        let (lo, hi) = (run[0], run[CONSISTENT_SYNCS - 1]);
+        let one_side = lo > 0 || hi < 0;
+        let consistent = hi - lo <= CONSISTENT_SPREAD_NS;
+        let jump = lo > JUMP_NS || hi < -JUMP_NS;
+        if !(one_side && (consistent || jump)) {
+            return 0;
+        }
+        let median = (run[CONSISTENT_SYNCS / 2 - 1] + run[CONSISTENT_SYNCS / 2]) / 2;
+        self.outlier_run = 0;
+        self.reanchors += 1;
+        log::info!(
+            "clock: {CONSISTENT_SYNCS} sync packets agree on {} ms off the anchor: re-anchoring",
+            median as f64 / 1e6
+        );
+        median
     }
 
     /// Fallback anchor when audio arrives before any sync packet: frame `rtp` arrived at
@@ -338,6 +490,8 @@ impl ClockModel {
     /// the sender's clock rather than the stream.
     pub fn reset_anchor(&mut self) {
         self.anchor = None;
+        self.flagged = false;
+        self.outlier_run = 0;
     }
 
     /// When the frame with RTP timestamp `rtp` must sound on our clock, output offset
@@ -368,11 +522,13 @@ impl ClockModel {
         Some((i128::from(anchor.ext) + frames) as u32)
     }
 
-    /// The sender's latency in frames: from the last sync packet, else the configured default.
+    /// The total latency in frames ([`LatencyRule::total`] of the last sync packet), else the
+    /// configured default.
     pub fn latency_frames(&self) -> u32 {
         self.latency.unwrap_or(self.cfg.default_latency_frames)
     }
 
+    /// A snapshot of the estimate and the sync statistics.
     pub fn stats(&self) -> ClockStats {
         let line = self.est.line();
         let offset_ns = line.zip(self.sender_epoch).map(|(line, epoch)| {
@@ -385,6 +541,9 @@ impl ClockModel {
             drift_ppm: self.est.drift_ppm(),
             samples: self.est.samples(),
             anchored: self.anchor.is_some(),
+            latency_frames: self.latency_frames(),
+            sync_outliers: self.sync_outliers,
+            reanchors: self.reanchors,
         }
     }
 

@@ -9,6 +9,18 @@ fn cfg() -> ClockConfig {
     ClockConfig::default()
 }
 
+/// A sync statement with flags 4 and no AirPlay version: its latency is taken as stated, so
+/// frame `rtp_minus_latency` sounds at `ntp`.
+fn sync(rtp_minus_latency: u32, ntp: u64, rtp_now: u32, first: bool) -> SyncRepr {
+    SyncRepr {
+        first,
+        flags: 4,
+        rtp_minus_latency,
+        ntp,
+        rtp_now,
+    }
+}
+
 /// splitmix64: tiny, deterministic, good enough for simulated network jitter.
 struct Rng(u64);
 
@@ -106,8 +118,10 @@ impl Sim {
     fn sync(&mut self, rtp: u32) -> f64 {
         let sender = self.sender_ns(self.now).round();
         let ntp = local_to_ntp(sender as u64);
-        self.model
-            .handle_sync(rtp, ntp, rtp.wrapping_add(88_200), true, self.now + 300_000);
+        self.model.handle_sync(
+            &sync(rtp, ntp, rtp.wrapping_add(88_200), true),
+            self.now + 300_000,
+        );
         sender
     }
 
@@ -415,7 +429,7 @@ fn sync_fallback_then_refined_by_timing() {
     // was stamped.
     let mut m = ClockModel::new(cfg(), 0);
     let ntp = local_to_ntp(SENDER_BASE_NS + 50 * SEC);
-    m.handle_sync(1000, ntp, 1000 + 77_175, true, 50 * SEC + 4 * MS);
+    m.handle_sync(&sync(1000, ntp, 1000 + 77_175, true), 50 * SEC + 4 * MS);
     assert_eq!(m.latency_frames(), 77_175);
     // Without timing, the sender time is taken to be the arrival time.
     assert_eq!(m.local_time_of(1000), Some(50 * SEC + 4 * MS));
@@ -435,52 +449,166 @@ fn sync_latency_math() {
     assert_eq!(m.latency_frames(), 88_200);
     let ntp = local_to_ntp(SENDER_BASE_NS + 10 * SEC);
     // Frame 5000 sounds at `ntp`; frame 5000 + 99_400 (being sent now) 99_400 frames later.
-    m.handle_sync(5000, ntp, 5000 + 99_400, true, 10 * SEC);
+    m.handle_sync(&sync(5000, ntp, 5000 + 99_400, true), 10 * SEC);
     assert_eq!(m.latency_frames(), 99_400);
     assert_eq!(m.local_time_of(5000), Some(10 * SEC));
     let later = m.local_time_of(5000 + 99_400).unwrap();
     assert_eq!(later - 10 * SEC, 99_400 * SEC / 44_100 + 1);
     // Latency wraps like any RTP difference.
-    m.handle_sync(u32::MAX - 10, ntp, 1000, true, 10 * SEC);
+    m.reset_anchor();
+    m.handle_sync(&sync(u32::MAX - 10, ntp, 1000, true), 10 * SEC);
     assert_eq!(m.latency_frames(), 1011);
     // Absurd latency: ignored, nothing changes.
-    m.handle_sync(0, ntp, 20 * 44_100, true, 10 * SEC);
+    m.handle_sync(&sync(0, ntp, 20 * 44_100, true), 10 * SEC);
     assert_eq!(m.latency_frames(), 1011);
     assert_eq!(m.local_time_of(u32::MAX - 10), Some(10 * SEC));
 }
 
 #[test]
-fn later_syncs_slew_small_differences_and_jump_on_large_ones() {
+fn latency_rule_follows_the_airport_express() {
+    let rule = LatencyRule::default();
+    // Flags 7 (iTunes, PulseAudio, PipeWire, pyatv): the receiver adds its Audio-Latency.
+    assert_eq!(rule.total(77_175, 7), 77_175 + AUDIO_LATENCY);
+    assert_eq!(rule.total(0, 7), 11_025);
+    // Flags 4 without an AirPlay version: as stated.
+    assert_eq!(rule.total(88_200, 4), 88_200);
+    // iOS by version, as shairport-sync measured: added up to 353 and from 371 on.
+    for (v, adds) in [
+        (200, true),
+        (353, true),
+        (354, false),
+        (370, false),
+        (371, true),
+    ] {
+        let r = LatencyRule {
+            airplay_version: Some(v),
+            ..rule
+        };
+        assert_eq!(r.adds_audio_latency(4), adds, "AirPlay/{v}");
+    }
+    // The SDP's bounds clamp the total; a maximum below the minimum is ignored.
+    let bounded = LatencyRule {
+        min_frames: Some(22_050),
+        max_frames: Some(88_200),
+        ..rule
+    };
+    assert_eq!(bounded.total(0, 7), 22_050);
+    assert_eq!(bounded.total(88_200, 7), 88_200);
+    assert_eq!(bounded.total(44_100, 4), 44_100);
+    let odd = LatencyRule {
+        min_frames: Some(22_050),
+        max_frames: Some(11_025),
+        ..rule
+    };
+    assert_eq!(odd.total(88_200, 7), 99_225);
+    assert_eq!(rule.total(u32::MAX, 7), u32::MAX);
+}
+
+#[test]
+fn pipewire_zero_latency_sounds_an_audio_latency_later() {
+    // PipeWire states latency 0 with flags 7 and sends in real time: frame rtp_now, being
+    // sent at `ntp`, sounds 11025 frames (250 ms) later.
     let mut m = ClockModel::new(cfg(), 0);
+    let ntp = local_to_ntp(SENDER_BASE_NS + 10 * SEC);
+    let s = SyncRepr {
+        first: true,
+        flags: 7,
+        rtp_minus_latency: 7000,
+        ntp,
+        rtp_now: 7000,
+    };
+    m.handle_sync(&s, 10 * SEC);
+    assert_eq!(m.latency_frames(), 11_025);
+    assert_eq!(m.local_time_of(7000), Some(10 * SEC + 250 * MS));
+    // A 2 s sender with flags 7 sounds 2.25 s after it sends.
+    let mut m = ClockModel::new(cfg(), 0);
+    let s = SyncRepr {
+        rtp_minus_latency: 7000u32.wrapping_sub(88_200),
+        ..s
+    };
+    m.handle_sync(&s, 10 * SEC);
+    assert_eq!(m.local_time_of(7000), Some(12 * SEC + 250 * MS));
+}
+
+/// Sync statements one second apart on a sender whose clock is ours + SENDER_BASE_NS,
+/// each stamped `err[i]` ns off the true line (frame 0 sounds at 10 s).
+fn statements(m: &mut ClockModel, err: &[i64]) {
     let base = SENDER_BASE_NS + 10 * SEC;
-    m.handle_sync(0, local_to_ntp(base), 88_200, true, 10 * SEC);
-    // One second later, stamped 1 ms later than the anchor predicts: moves 0.1 ms.
-    m.handle_sync(
-        44_100,
-        local_to_ntp(base + SEC + MS),
-        132_300,
-        false,
-        11 * SEC,
-    );
+    for (i, e) in err.iter().enumerate() {
+        let rtp = 44_100 * i as u32;
+        let ntp = local_to_ntp((base as i64 + (i as i64) * SEC as i64 + e) as u64);
+        m.handle_sync(&sync(rtp, ntp, rtp + 88_200, i == 0), (10 + i as u64) * SEC);
+    }
+}
+
+#[test]
+fn later_syncs_slew_within_two_ms_and_ignore_lone_outliers() {
+    let mut m = ClockModel::new(cfg(), 0);
+    // 1 ms late: moves 0.1 ms.
+    statements(&mut m, &[0, MS as i64]);
     assert_eq!(m.local_time_of(44_100), Some(11 * SEC + 100_000));
-    // 50 ms off: a new timeline, taken at once.
-    m.handle_sync(
-        88_200,
-        local_to_ntp(base + 2 * SEC + 50 * MS),
-        176_400,
-        false,
-        12 * SEC,
+    // 50 ms, then -30 ms, then 45 ms: outliers, nothing moves.
+    let mut m = ClockModel::new(cfg(), 0);
+    statements(
+        &mut m,
+        &[0, 50 * MS as i64, -30 * MS as i64, 45 * MS as i64],
     );
-    assert_eq!(m.local_time_of(88_200), Some(12 * SEC + 50 * MS));
-    // The first flag always re-anchors.
-    m.handle_sync(
-        88_200,
-        local_to_ntp(base + 2 * SEC + 51 * MS),
-        176_400,
-        true,
-        12 * SEC,
-    );
-    assert_eq!(m.local_time_of(88_200), Some(12 * SEC + 51 * MS));
+    assert_eq!(m.local_time_of(0), Some(10 * SEC));
+    assert_eq!((m.stats().sync_outliers, m.stats().reanchors), (3, 0));
+    // A second flagged sync is an ordinary statement; after a reset it anchors again.
+    let ntp = local_to_ntp(SENDER_BASE_NS + 12 * SEC + 60 * MS);
+    m.handle_sync(&sync(88_200, ntp, 176_400, true), 12 * SEC);
+    assert_eq!(m.local_time_of(0), Some(10 * SEC));
+    m.reset_anchor();
+    m.handle_sync(&sync(88_200, ntp, 176_400, true), 12 * SEC);
+    assert_eq!(m.local_time_of(88_200), Some(12 * SEC + 60 * MS));
+}
+
+#[test]
+fn consistent_offsets_and_jumps_reanchor() {
+    let ms = MS as i64;
+    // A real 10 ms step: four statements agreeing within 4 ms.
+    let mut m = ClockModel::new(cfg(), 0);
+    statements(&mut m, &[0, 10 * ms, 11 * ms, 9 * ms, 10 * ms]);
+    assert_eq!(m.stats().reanchors, 1);
+    assert_eq!(m.local_time_of(0), Some(10 * SEC + 10 * MS));
+    // A 200 ms jump seen through ±40 ms of jitter: four beyond 50 ms on one side.
+    let mut m = ClockModel::new(cfg(), 0);
+    statements(&mut m, &[0, 230 * ms, 165 * ms, 238 * ms, 170 * ms]);
+    assert_eq!(m.stats().reanchors, 1);
+    assert_eq!(m.local_time_of(0), Some(10 * SEC + 200 * MS));
+    // Four same-sided but scattered within 50 ms: jitter around a biased anchor, no move.
+    let mut m = ClockModel::new(cfg(), 0);
+    statements(&mut m, &[0, 5 * ms, 38 * ms, 12 * ms, 44 * ms, 3 * ms]);
+    assert_eq!(m.stats().reanchors, 0);
+    assert_eq!(m.local_time_of(0), Some(10 * SEC));
+}
+
+#[test]
+fn forty_ms_of_sync_jitter_never_moves_the_schedule() {
+    // Three minutes of statements alternating around the true line by 20–40 ms, as a
+    // sender with late-firing timers stamps them, with timing exchanges running.
+    let mut sim = Sim::new(0.0, Jitter::Skewed, 21);
+    sim.run_until(10 * SEC);
+    let anchor_sender = sim.sync(0);
+    let mut rng = Rng(77);
+    let mut worst = 0f64;
+    for k in 1..=180u32 {
+        sim.run_until(10 * SEC + u64::from(k) * SEC);
+        let frames = ((sim.sender_ns(sim.now) - anchor_sender) * 44_100.0 / 1e9) as u32;
+        let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+        let jitter = sign * (20e6 + rng.unit() * 20e6);
+        let ntp = (anchor_sender + f64::from(frames) * 1e9 / 44_100.0 + jitter).round();
+        sim.model.handle_sync(
+            &sync(frames, local_to_ntp(ntp as u64), frames + 88_200, false),
+            sim.now + 300_000,
+        );
+        worst = worst.max(sim.mapping_error(0, anchor_sender, frames).abs());
+    }
+    let st = sim.model.stats();
+    assert_eq!(st.reanchors, 0);
+    assert_eq!(st.sync_outliers, 180);
+    assert!(worst < 1e6, "mapping moved {worst} ns");
 }
 
 #[test]
@@ -501,10 +629,7 @@ fn first_packet_fallback() {
     assert_eq!(m.local_time_of(1234), Some(9 * SEC));
     // A sync packet replaces it.
     m.handle_sync(
-        2000,
-        local_to_ntp(SENDER_BASE_NS),
-        2000 + 88_200,
-        true,
+        &sync(2000, local_to_ntp(SENDER_BASE_NS), 2000 + 88_200, true),
         8 * SEC,
     );
     assert_eq!(m.local_time_of(2000), Some(8 * SEC));
@@ -522,7 +647,7 @@ fn first_packet_uses_configured_and_synced_latency() {
     m.handle_first_packet(0, SEC);
     assert_eq!(m.local_time_of(0), Some(SEC + 250 * MS));
     // After a sync stated 22050 frames and a flush, the fallback uses that.
-    m.handle_sync(0, local_to_ntp(SENDER_BASE_NS), 22_050, true, SEC);
+    m.handle_sync(&sync(0, local_to_ntp(SENDER_BASE_NS), 22_050, true), SEC);
     m.reset_anchor();
     m.handle_first_packet(0, 2 * SEC);
     assert_eq!(m.local_time_of(0), Some(2 * SEC + 500 * MS));
@@ -538,7 +663,10 @@ fn output_offset_is_applied_both_ways() {
             },
             0,
         );
-        m.handle_sync(500, local_to_ntp(SENDER_BASE_NS), 88_700, true, 10 * SEC);
+        m.handle_sync(
+            &sync(500, local_to_ntp(SENDER_BASE_NS), 88_700, true),
+            10 * SEC,
+        );
         let due = (10 * SEC as i64 + offset) as u64;
         assert_eq!(m.local_time_of(500), Some(due));
         assert_eq!(m.rtp_at(due), Some(500));
@@ -616,10 +744,7 @@ fn mapping_survives_rtp_wraparound() {
     let sync_ntp =
         local_to_ntp((anchor_sender + f64::from(frames_now) * 1e9 / 44_100.0).round() as u64);
     sim.model.handle_sync(
-        sync_rtp,
-        sync_ntp,
-        sync_rtp.wrapping_add(88_200),
-        false,
+        &sync(sync_rtp, sync_ntp, sync_rtp.wrapping_add(88_200), false),
         sim.now,
     );
     let moved = sim.model.local_time_of(rtp).unwrap().abs_diff(expected);

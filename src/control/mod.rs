@@ -97,6 +97,8 @@ fn write_stats(w: &mut JsonWriter, st: &StreamStats) {
     w.key("frames_written").u64(r.frames_written);
     w.key("silence_frames").u64(r.silence_frames);
     w.key("skipped_frames").u64(r.skipped_frames);
+    w.key("late_restarts").u64(r.late_restarts);
+    w.key("late_delay_ms").u64(r.late_delay_ms);
     w.key("start_error_us").i64(r.start_error_us);
     w.end_object();
     w.key("clock");
@@ -112,6 +114,9 @@ fn write_stats(w: &mut JsonWriter, st: &StreamStats) {
             w.key("drift_ppm").f64(c.drift_ppm, 2);
             w.key("samples").u64(c.samples as u64);
             w.key("anchored").bool(c.anchored);
+            w.key("latency_frames").u64(u64::from(c.latency_frames));
+            w.key("sync_outliers").u64(c.sync_outliers);
+            w.key("reanchors").u64(c.reanchors);
             w.end_object();
         }
         None => {
@@ -224,6 +229,9 @@ mod tests {
             drift_ppm: 1.234,
             samples: 4,
             anchored: true,
+            latency_frames: 99_225,
+            sync_outliers: 0,
+            reanchors: 0,
         });
         let playing = Status {
             playing: true,
@@ -238,7 +246,7 @@ mod tests {
         for part in [
             r#""state":"playing","sender":"192.168.1.5","volume_db":-12.5"#,
             r#""lost":3"#,
-            r#""clock":{"offset_ns":-5,"rtt_ns":null,"drift_ppm":1.23,"samples":4,"anchored":true}"#,
+            r#""clock":{"offset_ns":-5,"rtt_ns":null,"drift_ppm":1.23,"samples":4,"anchored":true,"latency_frames":99225,"sync_outliers":0,"reanchors":0}"#,
             r#""underruns":0}}"#,
         ] {
             assert!(s.contains(part), "{part} in {s}");

@@ -7,7 +7,7 @@ mod render;
 pub use render::{RenderStats, Renderer};
 
 use crate::buffer::{BufferStats, Insert, JitterBuffer};
-use crate::clock::{ClockConfig, ClockModel, ClockStats};
+use crate::clock::{ClockConfig, ClockModel, ClockStats, LatencyRule};
 use crate::codec::Decoder;
 use crate::crypto::AudioCipher;
 use crate::output::{Mixer, Sink, SoftMixer, Waiter};
@@ -87,7 +87,8 @@ impl StreamStats {
             "start_error_us={} sync_error_us={} max_sync_error_us={} frames_inserted={} frames_dropped={} resyncs={} \
              frames_written={} silence_frames={} received={} lost={} late={} duplicates={} requested={} recovered={} \
              resend_requests={} underruns={} decode_errors={} garbage_packets={} foreign_packets={} drift_ppm={:.1} \
-             clock_offset_samples={} timing_requests={}",
+             clock_offset_samples={} timing_requests={} latency_frames={} sync_outliers={} reanchors={} \
+             late_restarts={} late_delay_ms={}",
             r.start_error_us,
             r.sync_error_us,
             r.max_sync_error_us,
@@ -110,6 +111,11 @@ impl StreamStats {
             c.map_or(0.0, |c| c.drift_ppm),
             c.map_or(0, |c| c.samples),
             self.timing_requests,
+            c.map_or(0, |c| c.latency_frames),
+            c.map_or(0, |c| c.sync_outliers),
+            c.map_or(0, |c| c.reanchors),
+            r.late_restarts,
+            r.late_delay_ms,
         )
     }
 }
@@ -220,6 +226,12 @@ async fn run_with(
                 timing_interval_ns: 3_000_000_000,
                 output_offset_ns: cfg.latency_offset_ms * 1_000_000,
                 default_latency_frames: cfg.default_latency_frames,
+                latency: LatencyRule {
+                    airplay_version: setup.airplay_version,
+                    min_frames: setup.min_latency,
+                    max_frames: setup.max_latency,
+                    ..LatencyRule::default()
+                },
             },
             local_ns(now),
         ),
@@ -416,13 +428,7 @@ impl Stream {
                 if let Ok(p) = rtp::SyncPacket::new_checked(&*pkt) {
                     self.last_heard = now;
                     let r = rtp::SyncRepr::parse(&p);
-                    self.clock.handle_sync(
-                        r.rtp_minus_latency,
-                        r.ntp,
-                        r.rtp_now,
-                        r.first,
-                        local_ns(now),
-                    );
+                    self.clock.handle_sync(&r, local_ns(now));
                     return;
                 }
             }

@@ -2,6 +2,13 @@
 //! frame of a stream is placed exactly on its due instant by padding with silence (or
 //! skipping, if we are late); after that the sink is kept filled to a target depth from
 //! the jitter buffer, with silence standing in for packets that never came.
+//!
+//! A stream whose audio keeps arriving after it is due (a sender whose latency is shorter
+//! than its path, or a latency rule that does not fit it) would otherwise play nothing but
+//! silence. Once a second's worth of arriving audio has been discarded as late with no audio
+//! played in between, the renderer says so at warning level and restarts the stream later
+//! by the lateness seen plus [`LATE_MARGIN`]: late audio beats silence. The extra delay is
+//! kept for the rest of the stream and reported (`late_delay_ms`).
 
 use crate::buffer::{JitterBuffer, Next};
 use crate::output::{Sink, RATE};
@@ -23,6 +30,11 @@ const RESYNC_NS: i64 = 50_000_000;
 /// At most one frame is inserted or dropped per this many frames (about 2800 ppm at
 /// most), so corrections are spread out and inaudible.
 const CORRECTION_SPACING: u64 = 352;
+/// Late audio discarded in a row, with none played, before the stream is moved later: 1 s.
+const LATE_RUN_FRAMES: u64 = RATE as u64;
+/// Added to the lateness seen when the stream is moved later (100 ms), for the jitter of
+/// the path.
+pub const LATE_MARGIN: Duration = Duration::from_millis(100);
 /// Weight of a new measurement in the smoothed sync error (1/16): ALSA reports delay
 /// with period granularity on some hardware, so single readings jitter.
 const ERROR_SMOOTHING: i64 = 16;
@@ -49,6 +61,13 @@ pub struct RenderStats {
     pub frames_dropped: u64,
     /// Times output was restarted because the error grew too large.
     pub resyncs: u64,
+    /// Frames of buffered audio dropped here because they were already due (packets that the
+    /// jitter buffer refused as late count in `BufferStats::late` instead).
+    pub late_frames: u64,
+    /// Times the stream was moved later because its audio kept arriving late.
+    pub late_restarts: u64,
+    /// How much later than asked the stream plays because of that, in ms.
+    pub late_delay_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +93,14 @@ pub struct Renderer {
     paced: bool,
     pacing_checked: bool,
     written_since_start: u64,
+    /// Late audio dropped here since audio was last played, in frames.
+    late_run: u64,
+    /// The buffer's count of late packets when audio was last played.
+    late_mark: u64,
+    /// Set when the late run is long enough: restart at this RTP timestamp.
+    late_restart_at: Option<u32>,
+    /// Added to every due instant: see the module docs.
+    late_delay: Duration,
     scratch: Box<[i16]>,
     pub stats: RenderStats,
 }
@@ -103,6 +130,10 @@ impl Renderer {
             paced: true,
             pacing_checked: false,
             written_since_start: 0,
+            late_run: 0,
+            late_mark: 0,
+            late_restart_at: None,
+            late_delay: Duration::ZERO,
             scratch: vec![0; (CHUNK + 1) * 2].into_boxed_slice(),
             stats: RenderStats::default(),
         }
@@ -113,6 +144,8 @@ impl Renderer {
         self.started = false;
         self.start_ts = None;
         self.error_ns = None;
+        self.late_run = 0;
+        self.late_restart_at = None;
     }
 
     /// The RTP timestamp the stream starts at (RECORD's `rtptime`, or the first packet).
@@ -151,6 +184,8 @@ impl Renderer {
         due_of: &dyn Fn(u32) -> Option<Instant>,
         apply: &dyn Fn(&mut [i16]),
     ) -> io::Result<Option<Instant>> {
+        let late_delay = self.late_delay;
+        let due_of = &|ts: u32| due_of(ts).map(|t| t + late_delay);
         let target = Self::target_fill(sink);
         if !self.started {
             let Some(start_ts) = self.start_ts else {
@@ -177,9 +212,10 @@ impl Renderer {
                 let pad = duration_to_frames(due - sounds_at) as usize;
                 self.write_silence(now, sink, pad.min(st.avail))?;
             } else {
+                // Play from the first frame still in the future.
                 let late = duration_to_frames(sounds_at - due) as usize;
                 log::info!(
-                    "stream started {} ms late: skipping",
+                    "stream started {} ms late: skipping {late} frames",
                     late * 1000 / RATE as usize
                 );
                 self.skip(late, buffer);
@@ -240,6 +276,9 @@ impl Renderer {
         while fill < target && avail > 0 {
             let want = (target - fill).min(avail).min(CHUNK);
             let mut n = self.produce(want, buffer);
+            if self.late_restart_at.is_some() {
+                break;
+            }
             if n >= 2 && self.since_correction >= CORRECTION_SPACING {
                 match correction {
                     Correction::Insert => {
@@ -280,11 +319,57 @@ impl Renderer {
             fill += w;
             avail -= w;
         }
+        if self.late_restart_at.is_none() {
+            // Packets the buffer refused as late count too: restart after the last of them.
+            let fpp = buffer.frames_per_packet();
+            let refused = buffer.stats.late.saturating_sub(self.late_mark);
+            if self.late_run + refused * fpp as u64 >= LATE_RUN_FRAMES {
+                if let Some((seq, ts)) = buffer.last_late() {
+                    let (seq, ts) = (seq.wrapping_add(1), ts.wrapping_add(fpp as u32));
+                    buffer.flush(Some((seq, ts)));
+                    self.late_restart_at = Some(ts);
+                }
+            }
+        }
+        if let Some(ts) = self.late_restart_at.take() {
+            self.late_mark = buffer.stats.late;
+            self.move_later(now, sink, ts, due_of(ts), target);
+            return Ok(Some(now));
+        }
         // Come back when a quarter of the target has drained.
         let slack = fill.saturating_sub(target - target / 4);
         Ok(Some(
             now + frames_to_duration(slack).max(Duration::from_millis(2)),
         ))
+    }
+
+    /// Audio keeps arriving late: restart at `ts` (due at `due` so far) late enough that it
+    /// is in time, plus [`LATE_MARGIN`].
+    fn move_later(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn Sink,
+        ts: u32,
+        due: Option<Instant>,
+        target: usize,
+    ) {
+        let lead = frames_to_duration(target) + Duration::from_millis(5);
+        let behind = due.map_or(Duration::ZERO, |d| {
+            (now + lead).saturating_duration_since(d)
+        });
+        self.late_delay += behind + LATE_MARGIN;
+        self.stats.late_restarts += 1;
+        self.stats.late_delay_ms = self.late_delay.as_millis() as u64;
+        log::warn!(
+            "audio keeps arriving after it is due (the sender's latency is too short for this \
+             path): playing the stream {} ms later than asked",
+            self.late_delay.as_millis()
+        );
+        sink.stop();
+        self.started = false;
+        self.start_ts = Some(ts);
+        self.error_ns = None;
+        self.late_run = 0;
     }
 
     /// Updates the smoothed sync error from the sink's delay and says what to do.
@@ -359,7 +444,12 @@ impl Renderer {
             Next::Audio { ts } => {
                 let d = ts.wrapping_sub(self.next_ts) as i32;
                 if d == 0 {
-                    buffer.read(&mut self.scratch[..want * 2])
+                    let n = buffer.read(&mut self.scratch[..want * 2]);
+                    if n > 0 {
+                        self.late_run = 0;
+                        self.late_mark = buffer.stats.late;
+                    }
+                    n
                 } else if d > 0 && d < MAX_GAP {
                     // The sender skipped timestamps: fill the hole with silence.
                     let n = (d as usize).min(want);
@@ -367,9 +457,14 @@ impl Renderer {
                     self.stats.silence_frames += n as u64;
                     n
                 } else if d < 0 && d > -MAX_GAP {
-                    // Overlapping timestamps: drop what was already played.
+                    // Overlapping timestamps: drop what was already played (or is late).
                     let n = buffer.read(&mut self.scratch[..((-d) as usize).min(want) * 2]);
                     log::debug!("dropped {n} overlapping frames");
+                    self.stats.late_frames += n as u64;
+                    self.late_run += n as u64;
+                    if self.late_run >= LATE_RUN_FRAMES && self.late_restart_at.is_none() {
+                        self.late_restart_at = Some(ts.wrapping_add(n as u32));
+                    }
                     return 0;
                 } else {
                     log::info!("stream timeline jumped from {} to {ts}", self.next_ts);
@@ -405,7 +500,16 @@ mod tests {
     /// clock, and returns the renderer's stats and the worst |sync error| seen after the
     /// first second (in µs).
     fn simulate(ppm: f64, seconds: u64) -> (RenderStats, i64, Vec<i16>, usize) {
-        let dir = std::env::temp_dir().join(format!("raopd-render-{}-{ppm}", std::process::id()));
+        simulate_lead(ppm, seconds, 1500)
+    }
+
+    /// [`simulate`] with the sender putting each packet into the buffer `lead_ms` before
+    /// it is due (negative: after).
+    fn simulate_lead(ppm: f64, seconds: u64, lead_ms: i64) -> (RenderStats, i64, Vec<i16>, usize) {
+        let dir = std::env::temp_dir().join(format!(
+            "raopd-render-{}-{ppm}-{lead_ms}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.raw");
         let mut sink = SoftSink::sim(&path, ppm).unwrap();
@@ -426,8 +530,9 @@ mod tests {
         let mut now = t0;
         let end = t0 + Duration::from_secs(seconds);
         while now < end {
-            // The sender stays one second ahead of playback.
-            while (sent as u64) < ((now - t0).as_millis() as u64 + 1000) * 441 / 10 {
+            // Frame f is due at due0 + f / 44100 s; the sender hands it over `lead_ms` before.
+            let horizon_ms = (now - t0).as_millis() as i64 + lead_ms - 500;
+            while i64::from(sent) < horizon_ms * 441 / 10 {
                 let ts = start_ts.wrapping_add(sent);
                 if let Insert::Slot(i) = buffer.insert(next_seq, ts, 0) {
                     let pcm = buffer.slot_pcm(i);
@@ -442,7 +547,7 @@ mod tests {
             let wake = r
                 .pump(now, &mut sink, &mut buffer, &due_of, &|_| {})
                 .unwrap();
-            if r.is_started() && pad.is_none() {
+            if r.is_started() && pad.is_none() && lead_ms > 0 {
                 // Started at `now` on an empty DAC: the padding is exactly the time to due.
                 pad = Some(duration_to_frames(due0 - now) as usize);
             }
@@ -460,7 +565,7 @@ mod tests {
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
-        (r.stats, worst, pcm, pad.unwrap())
+        (r.stats, worst, pcm, pad.unwrap_or(0))
     }
 
     #[test]
@@ -510,5 +615,36 @@ mod tests {
             assert!(worst <= 2000, "{ppm} ppm: sync error reached {worst} µs");
             assert_eq!(st.resyncs, 0);
         }
+    }
+
+    #[test]
+    fn audio_arriving_late_is_played_late_not_dropped() {
+        // Every packet reaches the buffer 120 ms after it is due: the stream starts on
+        // silence, then is moved later once and plays gaplessly from there on.
+        let (st, _, pcm, _) = simulate_lead(0.0, 12, -120);
+        assert_eq!(st.late_restarts, 1, "{st:?}");
+        assert!(
+            (220..=400).contains(&st.late_delay_ms),
+            "moved {} ms later",
+            st.late_delay_ms
+        );
+        let first = pcm.iter().position(|&s| s != 0).unwrap() / 2;
+        let frames: Vec<i16> = pcm[first * 2..].chunks_exact(2).map(|f| f[0]).collect();
+        // From the first audible frame on, consecutive stream frames for 9 s.
+        let start = i32::from(frames[0]) - 1;
+        for (i, &v) in frames.iter().enumerate().take(44_100 * 9) {
+            assert_eq!(
+                i32::from(v),
+                (start + i as i32) % 30000 + 1,
+                "frame {i} after the first audible one"
+            );
+        }
+        assert_eq!((st.frames_inserted, st.frames_dropped), (0, 0));
+    }
+
+    #[test]
+    fn audio_in_time_is_never_moved() {
+        let (st, _, _, _) = simulate_lead(0.0, 10, 300);
+        assert_eq!((st.late_restarts, st.late_frames), (0, 0), "{st:?}");
     }
 }

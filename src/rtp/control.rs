@@ -41,11 +41,20 @@ impl<T: AsRef<[u8]>> SyncPacket<T> {
     pub fn rtp_now(&self) -> u32 {
         be32(self.buffer.as_ref(), 16)
     }
+
+    /// Bytes 2–3: 7 from iTunes-style senders (and PulseAudio, PipeWire, pyatv), 4 from
+    /// others. Tells whether the sender expects the receiver to add its `Audio-Latency` (see
+    /// [`crate::clock::LatencyRule`]).
+    pub fn flags(&self) -> u16 {
+        be16(self.buffer.as_ref(), 2)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncRepr {
     pub first: bool,
+    /// Bytes 2–3 (see [`SyncPacket::flags`]).
+    pub flags: u16,
     pub rtp_minus_latency: u32,
     pub ntp: u64,
     pub rtp_now: u32,
@@ -55,23 +64,25 @@ impl SyncRepr {
     pub fn parse<T: AsRef<[u8]>>(p: &SyncPacket<T>) -> Self {
         SyncRepr {
             first: p.first(),
+            flags: p.flags(),
             rtp_minus_latency: p.rtp_minus_latency(),
             ntp: p.ntp(),
             rtp_now: p.rtp_now(),
         }
     }
 
-    /// Emits the packet as iTunes-style senders do (bytes 2–3 = 7); used by tests.
+    /// Emits the packet; used by tests.
     pub fn emit(&self, buf: &mut [u8; SYNC_LEN]) {
         buf[0] = if self.first { 0x90 } else { 0x80 };
         buf[1] = 0x80 | payload_type::SYNC;
-        buf[2..4].copy_from_slice(&7u16.to_be_bytes());
+        buf[2..4].copy_from_slice(&self.flags.to_be_bytes());
         buf[4..8].copy_from_slice(&self.rtp_minus_latency.to_be_bytes());
         buf[8..16].copy_from_slice(&self.ntp.to_be_bytes());
         buf[16..20].copy_from_slice(&self.rtp_now.to_be_bytes());
     }
 
-    /// Latency the sender asks for, in frames.
+    /// Latency the sender states, in frames: `rtp_now − rtp_minus_latency`. What the receiver
+    /// plays at is worked out from it by [`crate::clock::LatencyRule`].
     pub fn latency(&self) -> u32 {
         self.rtp_now.wrapping_sub(self.rtp_minus_latency)
     }
@@ -121,6 +132,7 @@ mod tests {
     fn sync_roundtrip() {
         let r = SyncRepr {
             first: true,
+            flags: 7,
             rtp_minus_latency: 1000,
             ntp: 0x1122_3344_5566_7788,
             rtp_now: 1000 + 88200,
@@ -138,6 +150,7 @@ mod tests {
     fn latency_across_wrap() {
         let r = SyncRepr {
             first: false,
+            flags: 4,
             rtp_minus_latency: u32::MAX - 100,
             ntp: 0,
             rtp_now: 88099,

@@ -1,6 +1,7 @@
 //! ANNOUNCE bodies: which codec, which key. Anything we cannot play is refused here,
 //! with a reason, rather than failing later on the audio path.
 
+use crate::clock::MAX_LATENCY_FRAMES;
 use crate::codec::{Codec, StreamFormat, MAX_FRAMES_PER_PACKET};
 
 /// What an ANNOUNCE asks for.
@@ -11,8 +12,10 @@ pub struct Announce {
     pub rsaaeskey: Option<String>,
     /// `a=aesiv` (base64, 16 bytes).
     pub aesiv: Option<String>,
-    /// `a=min-latency` in frames, if given.
+    /// `a=min-latency` in frames, if given (at most 10 s).
     pub min_latency: Option<u32>,
+    /// `a=max-latency` in frames, if given (at most 10 s).
+    pub max_latency: Option<u32>,
 }
 
 /// A refused ANNOUNCE: the RTSP status and a reason naming what was refused.
@@ -119,12 +122,20 @@ pub fn parse_announce(body: &[u8]) -> Result<Announce, SdpError> {
     if rsaaeskey.is_some() != aesiv.is_some() {
         return Err(refuse(400, "rsaaeskey and aesiv must come together"));
     }
-    let min_latency = attr("min-latency").and_then(|v| v.trim().parse().ok());
+    // Latencies beyond 10 s are garbage (a sync packet stating more is ignored too).
+    let latency = |name| {
+        attr(name)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&f| f <= MAX_LATENCY_FRAMES)
+    };
+    let min_latency = latency("min-latency");
+    let max_latency = latency("max-latency");
     Ok(Announce {
         format,
         rsaaeskey,
         aesiv,
         min_latency,
+        max_latency,
     })
 }
 
@@ -196,6 +207,23 @@ mod tests {
         );
         assert_eq!(a.rsaaeskey.as_deref(), Some("AAAA"));
         assert_eq!(a.min_latency, Some(11025));
+        assert_eq!(a.max_latency, None);
+    }
+
+    #[test]
+    fn latency_bounds_are_normalised() {
+        let base = "m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\n";
+        let a = parse_announce(&sdp(&format!(
+            "{base}a=min-latency:4410\r\na=max-latency: 88200 \r\n"
+        )))
+        .unwrap();
+        assert_eq!((a.min_latency, a.max_latency), (Some(4410), Some(88200)));
+        // Garbage and more than 10 s are ignored, not refused.
+        let a = parse_announce(&sdp(&format!(
+            "{base}a=min-latency:-1\r\na=max-latency:441001\r\n"
+        )))
+        .unwrap();
+        assert_eq!((a.min_latency, a.max_latency), (None, None));
     }
 
     #[test]

@@ -36,7 +36,12 @@ pub struct StreamSetup {
     pub client_ip: IpAddr,
     pub client_control_port: u16,
     pub client_timing_port: u16,
+    /// SDP `a=min-latency`, in frames.
     pub min_latency: Option<u32>,
+    /// SDP `a=max-latency`, in frames.
+    pub max_latency: Option<u32>,
+    /// N of a `User-Agent: AirPlay/N.M` header (iOS, macOS), for the latency rule.
+    pub airplay_version: Option<u32>,
     /// `DACP-ID` and `Active-Remote`, for remote control of the sender.
     pub dacp_id: Option<String>,
     pub active_remote: Option<String>,
@@ -65,9 +70,7 @@ pub trait SessionIo {
     fn teardown(&mut self);
 }
 
-/// Frames the receiver adds to the sender's latency, announced in RECORD's reply as
-/// `Audio-Latency` (the value AirPort Express and shairport-sync use).
-pub const AUDIO_LATENCY: u32 = 11025;
+pub use crate::clock::AUDIO_LATENCY;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -88,6 +91,8 @@ pub struct Session {
     /// We hold the speaker (claimed at ANNOUNCE).
     claimed: bool,
     session_id: u32,
+    /// From the last `User-Agent: AirPlay/N` seen on this connection.
+    airplay_version: Option<u32>,
 }
 
 fn status(code: u16, reason: &str) -> Response {
@@ -109,6 +114,7 @@ impl Session {
             claimed: false,
             // pyatv parses Session as an integer: keep it numeric and positive.
             session_id: u32::from_be_bytes(id) & 0x7fff_ffff | 1,
+            airplay_version: None,
         }
     }
 
@@ -119,6 +125,9 @@ impl Session {
 
     /// Answers a request. Never fails: protocol errors become 4xx responses.
     pub fn handle(&mut self, req: &Request, key: &AirportKey, io: &mut dyn SessionIo) -> Response {
+        if let Some(v) = req.header("User-Agent").and_then(airplay_version) {
+            self.airplay_version = Some(v);
+        }
         let mut resp = self.dispatch(req, key, io);
         if let Some(cseq) = req.header("CSeq") {
             resp.headers.insert(0, ("CSeq".into(), cseq.to_string()));
@@ -298,6 +307,8 @@ impl Session {
             client_control_port: param("control_port").unwrap_or(0),
             client_timing_port: param("timing_port").unwrap_or(0),
             min_latency: a.min_latency,
+            max_latency: a.max_latency,
+            airplay_version: self.airplay_version,
             dacp_id: req.header("DACP-ID").map(str::to_string),
             active_remote: req.header("Active-Remote").map(str::to_string),
         };
@@ -387,6 +398,16 @@ fn refusal_phrase(status: u16, reason: &str) -> String {
     // Reason phrases are one line of text.
     let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
     format!("{base} ({reason})")
+}
+
+/// N of a `User-Agent` such as `AirPlay/353.2` or `iTunes/12.8 (Macintosh) AirPlay/353.2`;
+/// `None` when there is no AirPlay product token or its version is not a number.
+fn airplay_version(user_agent: &str) -> Option<u32> {
+    let v = user_agent
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("AirPlay/"))?;
+    let major = v.split('.').next()?;
+    major.parse().ok()
 }
 
 /// `RTP-Info: seq=…;rtptime=…`.

@@ -257,3 +257,15 @@ fn closed_connection_releases_speaker() {
     s.closed(&mut io);
     assert_eq!(io.events, vec!["teardown"]);
 }
+
+#[test]
+fn airplay_version_from_user_agent() {
+    assert_eq!(super::airplay_version("AirPlay/353.2"), Some(353));
+    assert_eq!(
+        super::airplay_version("iTunes/12.8 (Macintosh; OS X 10.13) AirPlay/371"),
+        Some(371)
+    );
+    assert_eq!(super::airplay_version("pyatv/0.18.0"), None);
+    assert_eq!(super::airplay_version("AirPlay/x.1"), None);
+    assert_eq!(super::airplay_version(""), None);
+}
