@@ -7,7 +7,8 @@
 //!   MIPS build under qemu-user);
 //! - [`audio`]: deterministic white-noise WAV input;
 //! - [`compare`]: checks that the daemon's raw output holds the input bit for bit;
-//! - [`senders`]: real RAOP senders (pyatv, PulseAudio's module-raop-sink);
+//! - [`senders`]: real RAOP senders (pyatv, PulseAudio's module-raop-sink, PipeWire's
+//!   module-raop-sink);
 //! - [`loss`]: random UDP packet loss with nftables;
 //! - [`pcap`], [`raop_wire`], [`clocks`]: a packet capture in the namespace and what the sender
 //!   said on the wire, read without raopd's code, for checks of absolute timing.
@@ -79,6 +80,10 @@ pub fn require_env() {
         "pulseaudio",
         "pactl",
         "paplay",
+        "pipewire",
+        "pw-cat",
+        "pw-link",
+        "sox",
         "bash",
     ] {
         if find_in_path(prog).is_none() {
