@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `cargo test` needs on Debian 12, as root: the C toolchain and ALSA headers to
-# build raopd, the real RAOP senders the end-to-end tests drive (PulseAudio's module-raop-sink and
-# pyatv), the tools that build the tests' private network (iproute2, nftables, dbus, avahi), and
-# cargo's clippy and rustfmt. Idempotent: it installs only what is missing, so scripts/test.sh
+# build raopd, the real RAOP senders the end-to-end tests drive (PulseAudio's module-raop-sink,
+# PipeWire's libpipewire-module-raop-sink and pyatv), the tools that build the tests' private
+# network (iproute2, nftables, dbus, avahi), and cargo's clippy and rustfmt. Idempotent: it installs only what is missing, so scripts/test.sh
 # calls it on every run.
 #
 # pyatv (with zeroconf, for the mDNS tests) lives in a venv at
@@ -16,10 +16,13 @@ PYATV_VERSION=0.18.0
 APT_PACKAGES=(
   build-essential pkg-config libasound2-dev             # build raopd (alsa-sys)
   pulseaudio pulseaudio-utils pulseaudio-module-raop    # sender: module-raop-sink, paplay, pactl
+  pipewire pipewire-bin libpipewire-0.3-modules         # sender: libpipewire-module-raop-sink,
+  libspa-0.2-modules                                    #   pw-cat, pw-link (no session manager)
   python3 python3-venv                                  # sender: pyatv in a venv
   iproute2 nftables procps                              # namespaces, packet loss, ss/kill
+  tcpdump                                               # wire capture for the absolute-timing test
   dbus avahi-daemon avahi-utils                         # mDNS peers inside a namespace
-  ffmpeg sox                                            # inspecting and converting test audio by hand
+  ffmpeg sox                                            # test audio by hand; sox also pads PipeWire's input
   busybox                                               # OpenWrt's shell for the init script test
   nodejs                                                # node --check on the LuCI view
   chromium chromium-driver                              # the LuCI page test in a real browser

@@ -5,7 +5,7 @@
 //! The input is 5 s of white noise then 3 s of digital silence (the silence carries the noise
 //! through the receiver's latency buffer before the sender disconnects). Volume is pinned to
 //! 0 dB (pyatv: `volume_db: Some(0.0)`; PulseAudio: sink at 100 %, which it sends as
-//! `volume: 0.000000`) so the daemon's software volume is the identity.
+//! `volume: 0.000000`; PipeWire sends no volume) so the daemon's software volume is the identity.
 //!
 //! Needs root and the packages of `scripts/setup-test-deps.sh`; `scripts/test.sh` runs
 //! everything. Without them the tests fail (they do not skip) and say so.
@@ -20,7 +20,7 @@ use common::audio::{self, Frame};
 use common::compare::assert_bit_exact;
 use common::daemon::{self, Daemon, FifoCapture};
 use common::netns::Netns;
-use common::senders::{self, PulseOpts, PyatvOpts, SendResult};
+use common::senders::{self, PipewireOpts, PulseOpts, PyatvOpts, SendResult};
 use common::TestDir;
 
 /// Senders reach the daemon over the namespace's loopback.
@@ -32,6 +32,10 @@ enum Sender {
     Pyatv,
     /// PulseAudio module-raop-sink: ALAC, RSA/AES, UDP.
     PulseRsaAlac,
+    /// PipeWire libpipewire-module-raop-sink: ALAC, RSA/AES, UDP.
+    PipewireRsaAlac,
+    /// PipeWire libpipewire-module-raop-sink: `raop.audio.codec = PCM`, unencrypted, UDP.
+    PipewirePcmNone,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -134,6 +138,14 @@ fn send(ns: &Netns, port: u16, wav: &Path, logs: &Path, sender: Sender) -> SendR
             let opts = PulseOpts::rsa_alac();
             senders::pulse_stream(ns, HOST, port, wav, logs, &opts)
         }
+        Sender::PipewireRsaAlac => {
+            let opts = PipewireOpts::rsa_alac();
+            senders::pipewire_stream(ns, &[(HOST, port)], wav, logs, &opts)
+        }
+        Sender::PipewirePcmNone => {
+            let opts = PipewireOpts::pcm_none();
+            senders::pipewire_stream(ns, &[(HOST, port)], wav, logs, &opts)
+        }
     }
 }
 
@@ -175,6 +187,39 @@ fn pulseaudio_rsa_alac_to_alsa_file_is_bit_exact() {
         &run.input,
         &run.output,
         "PulseAudio (RSA + ALAC) -> raopd ALSA file output",
+    );
+}
+
+/// PipeWire's sync packets state a latency of 0 frames: the sender relies on the receiver adding
+/// the `Audio-Latency` it announced (11025 frames), as an AirPort Express does. The first noise
+/// frame must come out, not be skipped as late.
+#[test]
+fn pipewire_rsa_alac_to_pipe_is_bit_exact() {
+    let run = stream(
+        "pipewire_alac_pipe",
+        5106,
+        Sender::PipewireRsaAlac,
+        Output::Pipe,
+    );
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "PipeWire (RSA + ALAC) -> raopd pipe output",
+    );
+}
+
+#[test]
+fn pipewire_pcm_none_to_pipe_is_bit_exact() {
+    let run = stream(
+        "pipewire_pcm_pipe",
+        5107,
+        Sender::PipewirePcmNone,
+        Output::Pipe,
+    );
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "PipeWire (unencrypted PCM) -> raopd pipe output",
     );
 }
 

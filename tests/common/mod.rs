@@ -7,8 +7,11 @@
 //!   MIPS build under qemu-user);
 //! - [`audio`]: deterministic white-noise WAV input;
 //! - [`compare`]: checks that the daemon's raw output holds the input bit for bit;
-//! - [`senders`]: real RAOP senders (pyatv, PulseAudio's module-raop-sink);
-//! - [`loss`]: random UDP packet loss with nftables.
+//! - [`senders`]: real RAOP senders (pyatv, PulseAudio's module-raop-sink, PipeWire's
+//!   module-raop-sink);
+//! - [`loss`]: random UDP packet loss with nftables;
+//! - [`pcap`], [`raop_wire`], [`clocks`]: a packet capture in the namespace and what the sender
+//!   said on the wire, read without raopd's code, for checks of absolute timing.
 //!
 //! These tests need root (network namespaces, nftables) and the packages and venv that
 //! `scripts/setup-test-deps.sh` installs. They do not skip without them: [`require_env`] fails
@@ -18,10 +21,13 @@
 #![allow(dead_code)]
 
 pub mod audio;
+pub mod clocks;
 pub mod compare;
 pub mod daemon;
 pub mod loss;
 pub mod netns;
+pub mod pcap;
+pub mod raop_wire;
 pub mod senders;
 pub mod sim;
 
@@ -74,6 +80,10 @@ pub fn require_env() {
         "pulseaudio",
         "pactl",
         "paplay",
+        "pipewire",
+        "pw-cat",
+        "pw-link",
+        "sox",
         "bash",
     ] {
         if find_in_path(prog).is_none() {

@@ -4,9 +4,12 @@
 //!   L16 PCM, unencrypted, Digest user `pyatv`.
 //! - PulseAudio 16.1's module-raop-sink (`tests/senders/pulse_stream.sh`): ALAC, RSA-encrypted
 //!   AES, UDP, Digest user `iTunes`. At 100 % sink volume it sends `volume: 0.000000` (identity).
+//! - PipeWire 0.3.65's libpipewire-module-raop-sink (`tests/senders/pipewire_stream.sh`): ALAC
+//!   (uncompressed ALAC frames) with RSA-encrypted AES, or the same without encryption; UDP; no
+//!   volume sent. One player can feed several sinks at once, one per receiver (multi-room).
 //!
-//! Each call can block until the sender is done ([`pyatv_stream`], [`pulse_stream`]) or return a
-//! running [`Sender`] for tests that need two at once.
+//! Each call can block until the sender is done ([`pyatv_stream`], [`pulse_stream`],
+//! [`pipewire_stream`]) or return a running [`Sender`] for tests that need two at once.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -84,6 +87,44 @@ impl PulseOpts {
             codec: "ALAC".into(),
             sink_volume_pct: Some(100),
             ..PulseOpts::default()
+        }
+    }
+}
+
+/// Options of a PipeWire stream.
+#[derive(Clone, Debug)]
+pub struct PipewireOpts {
+    /// `raop.encryption.type`: `RSA` or `none`.
+    pub encryption: String,
+    /// `raop.audio.codec`: `ALAC` or `PCM` (both are sent as uncompressed ALAC frames by 0.3.65).
+    pub codec: String,
+    /// Seconds the sinks stay up after pw-cat returns: the receivers are still playing their
+    /// latency buffers, and stopping the daemon sends TEARDOWN.
+    pub tail_secs: f64,
+}
+
+impl Default for PipewireOpts {
+    fn default() -> Self {
+        PipewireOpts::rsa_alac()
+    }
+}
+
+impl PipewireOpts {
+    /// `raop.encryption.type = RSA`, `raop.audio.codec = ALAC`.
+    pub fn rsa_alac() -> Self {
+        PipewireOpts {
+            encryption: "RSA".into(),
+            codec: "ALAC".into(),
+            tail_secs: 3.0,
+        }
+    }
+
+    /// `raop.encryption.type = none`, `raop.audio.codec = PCM`.
+    pub fn pcm_none() -> Self {
+        PipewireOpts {
+            encryption: "none".into(),
+            codec: "PCM".into(),
+            tail_secs: 3.0,
         }
     }
 }
@@ -293,6 +334,60 @@ pub fn pulse_spawn(
         limit,
         log_dir.join("pulse.out"),
         Some(log_dir.join("pulseaudio.log")),
+    )
+}
+
+/// Streams `wav` through PipeWire's RAOP sink to every receiver in `receivers` (`(host, port)`,
+/// one sink each, all fed by one pw-cat) and waits for it to finish. Output goes to
+/// `log_dir/pipewire.out`, the daemon's log (raop-sink at debug level) to
+/// `log_dir/pipewire.log`, pw-cat's and pw-link's to `log_dir/pw-cat.log`.
+pub fn pipewire_stream(
+    ns: &Netns,
+    receivers: &[(&str, u16)],
+    wav: &Path,
+    log_dir: &Path,
+    opts: &PipewireOpts,
+) -> SendResult {
+    pipewire_spawn(ns, receivers, wav, log_dir, opts).wait()
+}
+
+/// Starts a PipeWire stream to `receivers` without waiting for it.
+pub fn pipewire_spawn(
+    ns: &Netns,
+    receivers: &[(&str, u16)],
+    wav: &Path,
+    log_dir: &Path,
+    opts: &PipewireOpts,
+) -> Sender {
+    assert!(!receivers.is_empty(), "pipewire_spawn: no receiver");
+    let script = repo_dir().join("tests/senders/pipewire_stream.sh");
+    let mut args: Vec<String> = vec![
+        "bash".into(),
+        script.to_string_lossy().into_owned(),
+        wav.to_string_lossy().into_owned(),
+        log_dir.to_string_lossy().into_owned(),
+    ];
+    args.extend(
+        receivers
+            .iter()
+            .map(|(host, port)| format!("{host}:{port}")),
+    );
+    args.extend([
+        "--encryption".into(),
+        opts.encryption.clone(),
+        "--codec".into(),
+        opts.codec.clone(),
+        "--tail".into(),
+        opts.tail_secs.to_string(),
+    ]);
+    let limit = Duration::from_secs_f64(wav_seconds(wav) + opts.tail_secs + 40.0);
+    spawn_timed(
+        ns,
+        "PipeWire libpipewire-module-raop-sink",
+        &args,
+        limit,
+        log_dir.join("pipewire.out"),
+        Some(log_dir.join("pipewire.log")),
     )
 }
 
