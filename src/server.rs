@@ -63,6 +63,8 @@ pub struct Daemon {
     pub hooks: Rc<RefCell<Hooks>>,
     /// Why the output could not be opened, while `--wait-for-output` waits for it.
     output_problem: RefCell<Option<ProbeError>>,
+    /// When the daemon started, for its uptime.
+    started: Instant,
 }
 
 impl Daemon {
@@ -94,6 +96,7 @@ impl Daemon {
             mac,
             ex,
             output_problem: RefCell::new(None),
+            started: Instant::now(),
         })
     }
 
@@ -497,6 +500,7 @@ impl ControlHandler for Daemon {
                 remote_control: sp.remote.is_some(),
                 now_playing: &sp.now_playing,
                 stats: stats.as_ref(),
+                uptime_s: self.started.elapsed().as_secs(),
             },
             Instant::now(),
         )

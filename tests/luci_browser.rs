@@ -825,6 +825,14 @@ fn luci_page_in_chromium_shows_pauses_and_renames_the_speaker() {
         "the sender's title (and how many <i> elements the page has)"
     );
 
+    // The daemon's uptime, as `raopd status` reports it.
+    let uptime = browser
+        .js("return document.querySelector('#raopd-status [data-raopd=uptime]').textContent;");
+    assert!(
+        matches!(&uptime, Json::Str(u) if u.ends_with('s') && u.contains("h ") && u.contains("m ")),
+        "uptime shown as {uptime:?}"
+    );
+
     // Pause: button → ubus → rpcd backend → raopd ctl → DACP to the sender.
     let pause = "button[data-raopd-command=pause]";
     browser.wait_for(

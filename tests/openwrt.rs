@@ -116,6 +116,8 @@ config raopd 'main'
 	option on_start 'echo 1 > /sys/class/gpio/amp/value'
 	option on_stop 'echo 0 > /sys/class/gpio/amp/value'
 	option idle_timeout '20'
+	option wait_for_output '0'
+	option udp_port_base '6100'
 	option log_level 'debug'
 "#;
 
@@ -149,6 +151,7 @@ fn init_script_maps_uci_to_command_lines() {
                 "60",
                 "--idle-timeout",
                 "10",
+                "--wait-for-output",
                 "--interface",
                 "br-lan",
             ]),
@@ -191,6 +194,8 @@ fn init_script_maps_uci_to_command_lines() {
                 "30",
                 "--idle-timeout",
                 "20",
+                "--udp-port-base",
+                "6100",
                 "--interface",
                 "br-lan",
                 "--interface",

@@ -44,11 +44,13 @@ pub struct Status<'a> {
     pub now_playing: &'a NowPlaying,
     /// The current stream's statistics; `None` without a stream.
     pub stats: Option<&'a StreamStats>,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
 }
 
 /// The `status` reply: one JSON object, e.g.
 /// `{"name":"Kitchen","port":5000,"version":"0.1.0","state":"playing","sender":"192.168.1.5",
-/// "volume_db":-12.5,"remote_control":true,"now_playing":{…},"stats":{…}}`.
+/// "volume_db":-12.5,"remote_control":true,"uptime_s":3600,"now_playing":{…},"stats":{…}}`.
 pub fn status_json(s: &Status<'_>, now: Instant) -> String {
     let mut w = JsonWriter::new();
     w.begin_object();
@@ -61,6 +63,7 @@ pub fn status_json(s: &Status<'_>, now: Instant) -> String {
         .opt_string(s.sender.map(|ip| ip.to_string()).as_deref());
     w.key("volume_db").f64(f64::from(s.volume_db), 2);
     w.key("remote_control").bool(s.remote_control);
+    w.key("uptime_s").u64(s.uptime_s);
     w.key("now_playing");
     s.now_playing.write_json(&mut w, now, s.playing);
     w.key("stats");
@@ -100,6 +103,11 @@ fn write_stats(w: &mut JsonWriter, st: &StreamStats) {
     w.key("late_restarts").u64(r.late_restarts);
     w.key("late_delay_ms").u64(r.late_delay_ms);
     w.key("start_error_us").i64(r.start_error_us);
+    w.key("sync_error_us").i64(r.sync_error_us);
+    w.key("max_sync_error_us").i64(r.max_sync_error_us);
+    w.key("frames_inserted").u64(r.frames_inserted);
+    w.key("frames_dropped").u64(r.frames_dropped);
+    w.key("resyncs").u64(r.resyncs);
     w.end_object();
     w.key("clock");
     match &st.clock {
@@ -209,11 +217,12 @@ mod tests {
             remote_control: false,
             now_playing: &np,
             stats: None,
+            uptime_s: 42,
         };
         let s = status_json(&idle, Instant::now());
         assert!(valid(&s), "{s}");
         assert!(s.starts_with(
-            r#"{"name":"Kitchen","port":5000,"version":"0.1.0","state":"idle","sender":null,"volume_db":-144,"remote_control":false,"now_playing":{"title":"Song \"1\"","#
+            r#"{"name":"Kitchen","port":5000,"version":"0.1.0","state":"idle","sender":null,"volume_db":-144,"remote_control":false,"uptime_s":42,"now_playing":{"title":"Song \"1\"","#
         ));
         assert!(s.ends_with(r#""stats":null}"#), "{s}");
 

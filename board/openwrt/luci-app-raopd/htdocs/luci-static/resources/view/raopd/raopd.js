@@ -31,6 +31,13 @@ function fmtVolume(db) {
 	return '%.1f dB'.format(db);
 }
 
+function fmtUptime(s) {
+	if (s == null)
+		return '-';
+	var d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+	return d > 0 ? '%dd %dh %dm'.format(d, h, m) : '%dh %dm %ds'.format(h, m, s % 60);
+}
+
 function fmtDuration(s) {
 	if (s == null)
 		return null;
@@ -64,13 +71,16 @@ function statusRows(st) {
 		[ _('Album'), E('span', { 'data-raopd': 'album' }, [ np.album || '-' ]) ],
 		[ _('Position'), position ? (duration ? position + ' / ' + duration : position) : '-' ],
 		[ _('Volume'), playing ? fmtVolume(st.volume_db) : '-' ],
+		[ _('Sync error (now / largest)'), render.sync_error_us != null
+			? '%d / %d µs'.format(render.sync_error_us, render.max_sync_error_us) : '-' ],
 		[ _('Start error'), render.start_error_us != null ? '%d µs'.format(render.start_error_us) : '-' ],
 		[ _('Clock drift'), clock.drift_ppm != null ? '%.1f ppm'.format(clock.drift_ppm) : '-' ],
 		[ _('Packets received / lost / recovered'),
 			buf.received != null ? '%d / %d / %d'.format(buf.received, buf.lost, buf.recovered) : '-' ],
 		[ _('Silence inserted / frames skipped / underruns'),
 			render.silence_frames != null
-				? '%d / %d / %d'.format(render.silence_frames, render.skipped_frames, stats.underruns || 0) : '-' ]
+				? '%d / %d / %d'.format(render.silence_frames, render.skipped_frames, stats.underruns || 0) : '-' ],
+		[ _('Uptime'), E('span', { 'data-raopd': 'uptime' }, [ fmtUptime(st.uptime_s) ]) ]
 	];
 
 	return E('table', { 'class': 'table' }, rows.map(function(r) {
@@ -165,8 +175,18 @@ return view.extend({
 		o.placeholder = '5000';
 
 		o = s.option(form.Value, 'latency_offset_ms', _('Latency offset (ms)'),
-			_('Added to the sender\'s latency for amplifiers or DACs with a delay of their own; may be negative.'));
+			_('Moves the sound in time: positive plays later (to line up with a TV or another room), negative earlier (to make up for an amplifier\'s own delay).'));
 		o.datatype = 'range(-2000,2000)';
+		o.placeholder = '0';
+
+		o = s.option(form.Flag, 'wait_for_output', _('Wait for the sound card'),
+			_('Keep running while the sound card is missing (a USB DAC plugged in later) and tell senders why they cannot play.'));
+		o.default = '1';
+		o.rmempty = false;
+
+		o = s.option(form.Value, 'udp_port_base', _('First UDP port'),
+			_('Audio streams use 10 UDP ports from this one (for a firewall rule). 0: any free port.'));
+		o.datatype = 'range(0,65526)';
 		o.placeholder = '0';
 
 		o = s.option(form.ListValue, 'session_interruption', _('A second sender'));
