@@ -124,6 +124,11 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, FrameError>
             return Err(bad("Bad Request (malformed header name)"));
         }
         let value = value.trim();
+        // RFC 9112 section 2.2: a bare CR is invalid. Echoed (CSeq) it would split the
+        // response for clients that end lines at CR.
+        if value.contains('\r') {
+            return Err(bad("Bad Request (bare CR in a header)"));
+        }
         if name.eq_ignore_ascii_case("Content-Length") {
             content_length = value
                 .parse()
@@ -239,6 +244,20 @@ mod tests {
         assert_eq!(r2.body, b"abc");
         assert_eq!(r2.uri, "rtsp://1.2.3.4/5");
         assert_eq!(parse_request(&raw[n1 + n2..]).unwrap(), None);
+    }
+
+    /// Found by the `rtsp_session` fuzz target (a capture of PulseAudio with one byte
+    /// changed): a bare CR inside `CSeq` was echoed into the response head.
+    #[test]
+    fn fuzz_bare_cr_in_a_header_is_refused() {
+        let raw = b"ANNOUNCE rtsp://127.0.0.1/3178504324 RTSP/1.0\r\nCSeq: 1\rP rtsp://127.0.0.1/1155986552 RTSP/1.0\r\nCSeq: 2\r\n\r\n";
+        let e = parse_request(raw).unwrap_err();
+        assert_eq!((e.status, e.fatal), (400, true));
+        // A CR before the line end is white space, as before.
+        let (r, _) = parse_request(b"OPTIONS * RTSP/1.0\r\nCSeq: 7 \r\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.header("CSeq"), Some("7"));
     }
 
     #[test]

@@ -33,6 +33,18 @@ fn refuse(status: u16, reason: impl Into<String>) -> SdpError {
 }
 
 pub fn parse_announce(body: &[u8]) -> Result<Announce, SdpError> {
+    // sdp-types 0.1.8 panics (an `assert_eq!` on the line key) when a line that is not
+    // `x=value` is followed by one other than `m=`: refuse such bodies before it sees them,
+    // with the same line rules (lines split at LF, a trailing CR dropped, blank lines skipped).
+    if let Some(n) = body.split(|&b| b == b'\n').position(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        !l.is_empty() && l.iter().position(|&b| b == b'=') != Some(1)
+    }) {
+        return Err(refuse(
+            400,
+            format!("malformed SDP: line {} is not key=value", n + 1),
+        ));
+    }
     let sdp =
         sdp_types::Session::parse(body).map_err(|e| refuse(400, format!("malformed SDP: {e}")))?;
     let mut audio = sdp.medias.iter().filter(|m| m.media == "audio");
@@ -186,6 +198,23 @@ mod tests {
 
     fn sdp(lines: &str) -> Vec<u8> {
         format!("{HEAD}{lines}").into_bytes()
+    }
+
+    /// Found by the `sdp` fuzz target: a line that is not `key=value` before a line other
+    /// than `m=` made sdp-types panic.
+    #[test]
+    fn fuzz_line_without_key_is_refused_not_a_panic() {
+        let crash = b"v=0\r\n\x01\x00\x00\x00\x00\x00\x00\x00o=ienuT s3414657590 0 IN IP4 127.0.0.1\r\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 0 RTP/AVP 96\x0c\na=rtpmap:96 L16/44100/2\r\na=fmtp:96 352 0 16 40 10 14 2 25\xc9 0 0\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 0 RTP/AVP\xd7 96\r\na=rtpmap:#6 L16/44100/2\r\na=fmtp:96 3 44100\r\n";
+        let e = parse_announce(crash).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.reason.contains("line 2"), "{}", e.reason);
+        let e = parse_announce(&sdp("garbage\r\nm=audio 0 RTP/AVP 96\r\n")).unwrap_err();
+        assert_eq!(e.status, 400);
+        let e = parse_announce(&sdp(
+            "m=audio 0 RTP/AVP 96\r\nab=c\r\na=rtpmap:96 L16/44100/2\r\n",
+        ))
+        .unwrap_err();
+        assert_eq!(e.status, 400);
     }
 
     #[test]
