@@ -103,6 +103,7 @@ impl Rec {
 }
 
 /// The names we answer for, rebuilt whenever one of them changes.
+#[derive(Clone)]
 struct Names {
     meta: Name<'static>,
     service_type: Name<'static>,
@@ -116,7 +117,9 @@ struct Names {
 /// announce twice 1 s apart, then answer queries until [`Responder::shutdown`] queues the
 /// goodbye packet. Drive it with [`handle_input`](Self::handle_input) for every received
 /// datagram, [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
-/// expires, and send whatever [`poll_output`](Self::poll_output) yields.
+/// expires, and send whatever [`poll_output`](Self::poll_output) yields. `Clone` lets the
+/// fuzz target start every input from an announced responder without re-running its timers.
+#[derive(Clone)]
 pub struct Responder {
     mac: [u8; 6],
     port: u16,
