@@ -195,6 +195,8 @@ impl Daemon {
         });
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut chunk = vec![0u8; READ_CHUNK];
+        // Bytes of a refused request's body still to be read and thrown away.
+        let mut discard = 0usize;
         'conn: loop {
             // Answer every complete request already buffered.
             loop {
@@ -231,6 +233,11 @@ impl Daemon {
                         if e.fatal {
                             break 'conn;
                         }
+                        // The refused request is dropped, also the part of its body still
+                        // to come; the connection and its stream go on.
+                        let now = e.skip.min(buf.len());
+                        buf.drain(..now);
+                        discard = e.skip - now;
                     }
                 }
             }
@@ -255,7 +262,11 @@ impl Daemon {
                     log::info!("{peer}: {e}");
                     break;
                 }
-                Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Some(Ok(n)) => {
+                    let dropped = discard.min(n);
+                    discard -= dropped;
+                    buf.extend_from_slice(&chunk[dropped..n]);
+                }
                 // While audio flows the stream watches the sender (its own timeout).
                 None if streaming => {}
                 None => {

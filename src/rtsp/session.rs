@@ -159,6 +159,9 @@ impl Session {
     pub fn frame_error(&self, e: &FrameError) -> Response {
         log::info!("{}: bad request: {} {}", self.info.peer, e.status, e.reason);
         let mut r = status(e.status, e.reason);
+        if let Some(cseq) = &e.cseq {
+            r.headers.push(("CSeq".into(), cseq.clone()));
+        }
         r.close = e.fatal;
         r.headers.push(("Server".into(), self.server.clone()));
         r
@@ -224,7 +227,7 @@ impl Session {
                 }
             }
             // pyatv probes these; neither matters to an AirPlay 1 receiver.
-            "POST" if req.uri == "/feedback" => Response::ok(),
+            "POST" if req.path() == "/feedback" => Response::ok(),
             "GET" | "POST" => status(404, "Not Found"),
             "PAUSE" => Response::ok(),
             _ => status(501, "Not Implemented"),
@@ -362,9 +365,17 @@ impl Session {
                         continue;
                     };
                     match name.trim() {
-                        "volume" => match value.trim().parse::<f32>() {
-                            Ok(v) if v.is_finite() => io.set_volume(v),
-                            _ => return status(400, "Bad Request (volume is not a number)"),
+                        // Normalised here, once: everything downstream (mixer, stored
+                        // volume, GET_PARAMETER, status) sees -30..0 or -144.
+                        "volume" => match value
+                            .trim()
+                            .parse::<f32>()
+                            .ok()
+                            .filter(|v| v.is_finite())
+                            .and_then(crate::output::volume::clamp_airplay_db)
+                        {
+                            Some(v) => io.set_volume(v),
+                            None => return status(400, "Bad Request (volume is not a number)"),
                         },
                         "progress" => {
                             let n: Vec<u32> = value
@@ -373,6 +384,13 @@ impl Session {
                                 .filter_map(|x| x.parse().ok())
                                 .collect();
                             if let [s, c, e] = n[..] {
+                                // RTP timestamps wrap: a current position outside
+                                // start..end (modulo 2^32) is taken as the end.
+                                let c = if c.wrapping_sub(s) > e.wrapping_sub(s) {
+                                    e
+                                } else {
+                                    c
+                                };
                                 io.progress(s, c, e);
                             } else {
                                 return status(
