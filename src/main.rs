@@ -1,7 +1,7 @@
 //! `raopd`: the daemon's entry point. Parses the command line, opens the output, and
 //! runs everything on one smol `LocalExecutor` on this thread.
 
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use raopd::config::{self, Command};
 use raopd::mdns;
 use raopd::server::Daemon;
@@ -162,11 +162,10 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             };
             std::io::Error::new(e.kind(), format!("RTSP port {}: {e}{hint}", cfg.port))
         })?;
-        listeners.push((async_io::Async::new(listener)?, iface));
+        listeners.push((raopd::reactor::Async::new(listener)?, iface));
     }
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
-    let ex = Rc::new(smol::LocalExecutor::new());
+    let mut signals = raopd::reactor::Signals::new(&[libc::SIGTERM, libc::SIGINT])?;
+    let ex = Rc::new(async_executor::LocalExecutor::new());
     if cfg.mdns && config::announced_name(&cfg.name) != cfg.name {
         log::warn!(
             "--name \"{}\" is {} bytes of UTF-8; mDNS carries {} after the MAC@ prefix, so \
@@ -190,7 +189,7 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         ex.spawn(raopd::control::hooks::run_ticks(daemon.hooks.clone()))
             .detach();
     }
-    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mdns_task = daemon.cfg.mdns.then(|| {
         let service = mdns::Service {
             instance_name: daemon.cfg.name.clone(),
@@ -245,12 +244,17 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         }
     });
     let signal = ex.spawn(async move {
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("{sig:?}: shutting down");
+        if let Ok(sig) = signals.next().await {
+            let name = if sig == libc::SIGINT {
+                "SIGINT"
+            } else {
+                "SIGTERM"
+            };
+            log::info!("{name}: shutting down");
         }
         Ok(())
     });
-    smol::block_on(ex.run(async {
+    raopd::reactor::block_on(ex.run(async {
         let r = future::or(future::or(serve, control), signal).await;
         // An amplifier switched on by --on-start is switched off on exit too.
         daemon.hooks.borrow_mut().shutdown();

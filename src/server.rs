@@ -8,10 +8,10 @@ use crate::control::{self, ControlHandler, Hooks, NowPlaying, Remote, RemoteComm
 use crate::crypto::AirportKey;
 use crate::output::{ProbeError, Sink};
 use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
+use crate::reactor::{Async, Timer};
 use crate::rtsp::{parse_request, ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
-use async_io::{Async, Timer};
+use async_executor::LocalExecutor;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
@@ -32,7 +32,7 @@ struct StreamHandle {
     owner: u64,
     /// Tells this stream from a later one of the same connection (a second SETUP).
     serial: u64,
-    cmds: smol::channel::Sender<Cmd>,
+    cmds: async_channel::Sender<Cmd>,
     stats: Rc<RefCell<StreamStats>>,
 }
 
@@ -50,7 +50,7 @@ struct Speaker {
     now_playing: NowPlaying,
     next_conn: u64,
     /// Per connection: a channel that closes it (a sender taken over by another).
-    kick: Vec<(u64, smol::channel::Sender<()>)>,
+    kick: Vec<(u64, async_channel::Sender<()>)>,
 }
 
 pub struct Daemon {
@@ -185,7 +185,7 @@ impl Daemon {
         };
         log::info!("{peer}: connected");
         let _ = stream.get_ref().set_nodelay(true);
-        let (kick_tx, kick_rx) = smol::channel::bounded::<()>(1);
+        let (kick_tx, kick_rx) = async_channel::bounded::<()>(1);
         self.speaker.borrow_mut().kick.push((id, kick_tx));
         let mut session = Session::new(ConnectionInfo {
             local,
@@ -375,7 +375,7 @@ impl SessionIo for ConnIo<'_> {
             control: socks.control.get_ref().local_addr()?.port(),
             timing: socks.timing.get_ref().local_addr()?.port(),
         };
-        let (tx, rx) = smol::channel::unbounded();
+        let (tx, rx) = async_channel::unbounded();
         let stats = Rc::new(RefCell::new(StreamStats::default()));
         let cfg = player::PlayerConfig {
             default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * 441 / 10) as u32,

@@ -16,7 +16,7 @@
 //! reply may name addresses on other interfaces or link-local IPv6 addresses without scope,
 //! while the RTSP peer is known to be reachable.
 
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use simple_dns::rdata::RData;
 use simple_dns::{Name, Packet, Question, CLASS, QCLASS, QTYPE, TYPE};
@@ -559,7 +559,7 @@ mod tests {
     fn command_over_tcp() {
         let (port, h) = http_responder(b"HTTP/1.1 204 No Content\r\nDAAP-Server: iTunes\r\n\r\n");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "1986535575",
             RemoteCommand::PlayPause,
@@ -577,7 +577,7 @@ mod tests {
 
         let (port, h) = http_responder(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "5",
             RemoteCommand::Stop,
@@ -591,7 +591,7 @@ mod tests {
     fn silent_server_times_out_and_closed_port_fails() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "5",
             RemoteCommand::Play,
@@ -599,7 +599,7 @@ mod tests {
         ));
         assert!(matches!(r, Err(DacpError::Timeout)), "{r:?}");
         drop(l);
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "5",
             RemoteCommand::Play,
@@ -627,13 +627,14 @@ mod tests {
                 .unwrap();
         });
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let addr = future::block_on(resolve_via(ID, ip, &[target], RESOLVE_TIMEOUT)).unwrap();
+        let addr =
+            crate::reactor::block_on(resolve_via(ID, ip, &[target], RESOLVE_TIMEOUT)).unwrap();
         assert_eq!(addr, SocketAddr::new(ip, http_port));
         t.join().unwrap();
 
         let remote = Remote::new(ID, "42", ip).unwrap();
         remote.set_addr(addr);
-        future::block_on(remote.send(RemoteCommand::VolumeUp)).unwrap();
+        crate::reactor::block_on(remote.send(RemoteCommand::VolumeUp)).unwrap();
         assert!(h
             .join()
             .unwrap()
@@ -644,7 +645,7 @@ mod tests {
     fn resolve_gives_up() {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let r = future::block_on(resolve_via(
+        let r = crate::reactor::block_on(resolve_via(
             ID,
             ip,
             &[silent.local_addr().unwrap()],

@@ -5,7 +5,7 @@
 
 use super::responder::{Responder, Transmit, MDNS_GROUP_V4, MDNS_PORT};
 use super::Service;
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
 use futures_lite::future;
 use std::ffi::CStr;
 use std::future::Future;
