@@ -202,11 +202,13 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         };
         let stop = stop_rx.clone();
         let only = daemon.cfg.interfaces.clone();
+        let seen = daemon.clone();
         ex.spawn(async move {
             if let Err(e) = mdns::run(
                 service,
                 only,
                 async move { stop.recv().await.unwrap_or(()) },
+                move |src, packet| seen.mdns_response(src, packet),
             )
             .await
             {

@@ -133,6 +133,23 @@ impl Daemon {
         }
     }
 
+    /// An mDNS response seen on the responder's port 5353: if it announces the current
+    /// sender's DACP server, the remote control learns its address from it. Senders whose
+    /// responder answers by multicast only are found this way (the one-shot lookup from an
+    /// ephemeral port never hears them).
+    pub fn mdns_response(&self, src: SocketAddr, packet: &[u8]) {
+        let remote = self.speaker.borrow().remote.clone();
+        let Some(remote) = remote else { return };
+        if let Some(addr) =
+            control::dacp::parse_browse_response(packet, remote.dacp_id(), remote.sender_ip())
+        {
+            if remote.addr() != Some(addr) {
+                log::debug!("dacp: {} is at {addr} (seen from {src})", remote.dacp_id());
+            }
+            remote.set_addr(addr);
+        }
+    }
+
     /// Statistics of the current stream, if any.
     pub fn stream_stats(&self) -> Option<StreamStats> {
         self.speaker

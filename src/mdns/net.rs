@@ -252,11 +252,17 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// is read with `IP_PKTINFO`, and `IP_MULTICAST_ALL` is off so that groups other sockets
 /// joined elsewhere are not delivered here): the speaker neither answers nor is seen there.
 ///
+/// Every on-link mDNS response (QR bit set) is also handed to `on_response` with its
+/// source: other tasks learn from answers the responder receives anyway, such as a sender's
+/// DACP service announced by multicast only (RFC 6762 section 6 lets responders answer that
+/// way).
+///
 /// Errors only when the socket cannot be set up; per-packet errors are logged and survived.
 pub async fn run(
     mut service: Service,
     only: Vec<String>,
     shutdown: impl Future<Output = ()>,
+    mut on_response: impl FnMut(SocketAddr, &[u8]),
 ) -> io::Result<()> {
     let restricted = !only.is_empty();
     let auto_addrs = service.addrs.is_empty();
@@ -344,7 +350,12 @@ pub async fn run(
                     nets_read = Instant::now();
                 }
                 if on_link(ip, ifindex, &nets) {
-                    responder.handle_input(Instant::now(), src, &buf[..n]);
+                    let packet = &buf[..n];
+                    // Header flags, RFC 1035 section 4.1.1: QR is the top bit of byte 2.
+                    if packet.get(2).is_some_and(|f| f & 0x80 != 0) {
+                        on_response(src, packet);
+                    }
+                    responder.handle_input(Instant::now(), src, packet);
                 } else {
                     log::trace!("mdns: ignored a packet from off-link {src}");
                 }
