@@ -164,8 +164,12 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         })?;
         listeners.push((async_io::Async::new(listener)?, iface));
     }
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
+    let mut signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])?;
+    let (reload_tx, reload_rx) = smol::channel::bounded::<()>(1);
     let ex = Rc::new(smol::LocalExecutor::new());
     if cfg.mdns && config::announced_name(&cfg.name) != cfg.name {
         log::warn!(
@@ -209,6 +213,7 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
                 only,
                 async move { stop.recv().await.unwrap_or(()) },
                 move |src, packet| seen.mdns_response(src, packet),
+                Some(reload_rx),
             )
             .await
             {
@@ -246,11 +251,25 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             }
         }
     });
-    let signal = ex.spawn(async move {
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("{sig:?}: shutting down");
+    // SIGHUP reloads what can change under a running daemon: the interfaces (mDNS re-reads
+    // them and re-announces) and the output (probed now; it is opened afresh for every
+    // stream anyway). A playing stream is not interrupted. Other settings come from the
+    // command line (procd restarts the service when the UCI configuration changes).
+    let signal = ex.spawn({
+        let daemon = daemon.clone();
+        async move {
+            while let Some(Ok(sig)) = signals.next().await {
+                if sig == async_signal::Signal::Hup {
+                    log::warn!("SIGHUP: re-reading interfaces, checking the output");
+                    let _ = reload_tx.try_send(());
+                    daemon.recheck_output();
+                    continue;
+                }
+                log::info!("{sig:?}: shutting down");
+                break;
+            }
+            Ok(())
         }
-        Ok(())
     });
     smol::block_on(ex.run(async {
         let r = future::or(future::or(serve, control), signal).await;

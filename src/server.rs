@@ -172,6 +172,30 @@ impl Daemon {
         }
     }
 
+    /// SIGHUP: while no stream holds the output, opens it once and logs the result (with
+    /// `--wait-for-output` this also clears or sets the cause senders are told). A playing
+    /// stream is left alone.
+    pub fn recheck_output(&self) {
+        if self.speaker.borrow().stream.is_some() {
+            log::info!("output {} in use by the current stream", self.cfg.output);
+            return;
+        }
+        match crate::output::probe(&self.cfg.output) {
+            Ok(()) => {
+                log::warn!("output {} works", self.cfg.output);
+                if self.cfg.wait_for_output {
+                    *self.output_problem.borrow_mut() = None;
+                }
+            }
+            Err(p) => {
+                log::warn!("{p}");
+                if self.cfg.wait_for_output && !p.busy {
+                    *self.output_problem.borrow_mut() = Some(p);
+                }
+            }
+        }
+    }
+
     /// Statistics of the current stream, if any.
     pub fn stream_stats(&self) -> Option<StreamStats> {
         self.speaker

@@ -49,7 +49,7 @@ fn helper_responder() {
     };
     let _ = env_logger::builder().is_test(false).try_init();
     let term = sigterm::install();
-    smol::block_on(raopd::mdns::run(service, Vec::new(), term, |_, _| {})).expect("mdns run");
+    smol::block_on(raopd::mdns::run(service, Vec::new(), term, |_, _| {}, None)).expect("mdns run");
 }
 
 /// SIGTERM as a future, through a self-pipe: the handler only writes one byte.
