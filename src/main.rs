@@ -164,7 +164,8 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         })?;
         listeners.push((raopd::reactor::Async::new(listener)?, iface));
     }
-    let mut signals = raopd::reactor::Signals::new(&[libc::SIGTERM, libc::SIGINT])?;
+    let mut signals = raopd::reactor::Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+    let (reload_tx, reload_rx) = async_channel::bounded::<()>(1);
     let ex = Rc::new(async_executor::LocalExecutor::new());
     if cfg.mdns && config::announced_name(&cfg.name) != cfg.name {
         log::warn!(
@@ -201,11 +202,14 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         };
         let stop = stop_rx.clone();
         let only = daemon.cfg.interfaces.clone();
+        let seen = daemon.clone();
         ex.spawn(async move {
             if let Err(e) = mdns::run(
                 service,
                 only,
                 async move { stop.recv().await.unwrap_or(()) },
+                move |src, packet| seen.mdns_response(src, packet),
+                Some(reload_rx),
             )
             .await
             {
@@ -243,16 +247,30 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             }
         }
     });
-    let signal = ex.spawn(async move {
-        if let Ok(sig) = signals.next().await {
-            let name = if sig == libc::SIGINT {
-                "SIGINT"
-            } else {
-                "SIGTERM"
-            };
-            log::info!("{name}: shutting down");
+    // SIGHUP reloads what can change under a running daemon: the interfaces (mDNS re-reads
+    // them and re-announces) and the output (probed now; it is opened afresh for every
+    // stream anyway). A playing stream is not interrupted. Other settings come from the
+    // command line (procd restarts the service when the UCI configuration changes).
+    let signal = ex.spawn({
+        let daemon = daemon.clone();
+        async move {
+            while let Ok(sig) = signals.next().await {
+                if sig == libc::SIGHUP {
+                    log::warn!("SIGHUP: re-reading interfaces, checking the output");
+                    let _ = reload_tx.try_send(());
+                    daemon.recheck_output();
+                    continue;
+                }
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                log::info!("{name}: shutting down");
+                break;
+            }
+            Ok(())
         }
-        Ok(())
     });
     raopd::reactor::block_on(ex.run(async {
         let r = future::or(future::or(serve, control), signal).await;

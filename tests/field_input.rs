@@ -256,3 +256,125 @@ fn teardown_without_uri_is_honoured_and_refusals_keep_the_session() {
         raopd.log_tail()
     );
 }
+
+/// Field item 6: a sender whose mDNS responder answers by multicast only (never unicast to
+/// the asker's port). `raopd ctl pause` still reaches its DACP server: the daemon's own
+/// responder socket receives the multicast answer and hands it to the lookup. The DACP
+/// server is a plain HTTP listener in the test; the sender is a raw RTSP client sending
+/// `DACP-ID` and `Active-Remote` like iTunes does.
+#[test]
+fn remote_control_found_when_the_sender_answers_mdns_by_multicast_only() {
+    common::require_env();
+    let _serial = common::serial();
+    let dir = TestDir::new("field_dacp_multicast");
+    let ns = Netns::new();
+    let port = 5413;
+    let socket = ns.runtime_dir().join("ctl.sock");
+    let mut raopd = Daemon::start(
+        &ns,
+        dir.path(),
+        port,
+        &[
+            "--name",
+            "field",
+            "--output",
+            "stdout",
+            "--control-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    const DACP_ID: &str = "A1B2C3D4E5F60718";
+    const ACTIVE_REMOTE: &str = "1986535575";
+    let dacp = in_netns(&ns, || std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let dacp_port = dacp.local_addr().unwrap().port();
+    let script = common::repo_dir().join("tests/senders/mdns_multicast_only.py");
+    let mut responder = ns
+        .command(common::venv_python())
+        .arg(&script)
+        .args([DACP_ID, &dacp_port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the multicast-only responder");
+    let mut responder_out = std::io::BufReader::new(responder.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut responder_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "responder: {line}");
+
+    // A session that offers remote control.
+    let mut c = in_netns(&ns, move || Conn::new(port));
+    let remote_headers = format!("DACP-ID: {DACP_ID}\r\nActive-Remote: {ACTIVE_REMOTE}\r\n");
+    assert_eq!(announce_l16(&mut c, 1), 200);
+    let (ctl, tim) = in_netns(&ns, || {
+        (
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+            UdpSocket::bind("127.0.0.1:0").unwrap(),
+        )
+    });
+    let transport = format!(
+        "Transport: RTP/AVP/UDP;unicast;interleaved=0-1;mode=record;control_port={};timing_port={}\r\n{remote_headers}",
+        ctl.local_addr().unwrap().port(),
+        tim.local_addr().unwrap().port()
+    );
+    let (status, head) = c.request("SETUP", 2, &transport, b"");
+    assert_eq!(status, 200, "SETUP: {head}");
+
+    // The DACP server: one request, answered 204, its head kept.
+    let server = std::thread::spawn(move || {
+        dacp.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match dacp.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                    let mut head = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                    return Some(String::from_utf8_lossy(&head).into_owned());
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(_) => return None,
+            }
+        }
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raopd"))
+        .args(["ctl", "pause", "--control-socket"])
+        .arg(&socket)
+        .output()
+        .expect("run raopd ctl pause");
+    let request = server.join().unwrap();
+    let _ = responder.kill();
+    let _ = responder.wait();
+    let mut answered = String::new();
+    let _ = std::io::BufRead::read_line(&mut responder_out, &mut answered);
+    assert!(
+        out.status.success(),
+        "raopd ctl pause failed: {}{}\nresponder: {answered}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        raopd.log_tail()
+    );
+    let request = request.expect("the DACP server got no request");
+    assert!(
+        request.starts_with("GET /ctrl-int/1/pause HTTP/1.1\r\n"),
+        "DACP request: {request}"
+    );
+    assert!(
+        request.contains(&format!("Active-Remote: {ACTIVE_REMOTE}\r\n")),
+        "DACP request without the Active-Remote credential: {request}"
+    );
+    assert!(
+        answered.contains("by multicast"),
+        "the responder never answered: {answered:?}"
+    );
+    assert_eq!(c.request("TEARDOWN", 3, "", b"").0, 200);
+    assert!(raopd.is_running(), "{}", raopd.log_tail());
+}

@@ -52,7 +52,8 @@ fn helper_responder() {
     let term = async move {
         let _ = signals.next().await;
     };
-    raopd::reactor::block_on(raopd::mdns::run(service, Vec::new(), term)).expect("mdns run");
+    raopd::reactor::block_on(raopd::mdns::run(service, Vec::new(), term, |_, _| {}, None))
+        .expect("mdns run");
 }
 
 // ----- namespace fixture -----

@@ -34,6 +34,8 @@ const RESOLVE_RETRY: Duration = Duration::from_millis(500);
 /// The reply's status line and headers must fit in this; the body is never read.
 const MAX_RESPONSE_HEAD: usize = 4096;
 const MDNS_PORT: u16 = 5353;
+/// How often a lookup checks for an address seen on the responder's socket.
+const SEEN_POLL: Duration = Duration::from_millis(25);
 const MDNS_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 
 /// A remote-control command, by the name the control socket uses.
@@ -403,8 +405,20 @@ impl Remote {
         }
     }
 
+    /// Asks by mDNS, and meanwhile watches for the address arriving another way: an answer
+    /// multicast to the group reaches the daemon's responder socket, not the query's
+    /// ephemeral port, and is handed over with [`Remote::set_addr`].
     async fn lookup(&self) -> Result<SocketAddr, DacpError> {
-        let addr = resolve(&self.dacp_id, self.sender_ip, RESOLVE_TIMEOUT).await?;
+        let asked = resolve(&self.dacp_id, self.sender_ip, RESOLVE_TIMEOUT);
+        let seen = async {
+            loop {
+                Timer::after(SEEN_POLL).await;
+                if let Some(a) = self.addr.get() {
+                    return Ok(a);
+                }
+            }
+        };
+        let addr = future::or(asked, seen).await?;
         log::debug!("dacp: {} is at {addr}", self.dacp_id);
         self.addr.set(Some(addr));
         Ok(addr)

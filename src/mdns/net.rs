@@ -252,11 +252,21 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// is read with `IP_PKTINFO`, and `IP_MULTICAST_ALL` is off so that groups other sockets
 /// joined elsewhere are not delivered here): the speaker neither answers nor is seen there.
 ///
+/// Every on-link mDNS response (QR bit set) is also handed to `on_response` with its
+/// source: other tasks learn from answers the responder receives anyway, such as a sender's
+/// DACP service announced by multicast only (RFC 6762 section 6 lets responders answer that
+/// way).
+///
+/// A message on `reload` (the daemon's SIGHUP) re-reads the interfaces at once instead of at
+/// the next 30 s rescan, and re-announces if they changed.
+///
 /// Errors only when the socket cannot be set up; per-packet errors are logged and survived.
 pub async fn run(
     mut service: Service,
     only: Vec<String>,
     shutdown: impl Future<Output = ()>,
+    mut on_response: impl FnMut(SocketAddr, &[u8]),
+    reload: Option<async_channel::Receiver<()>>,
 ) -> io::Result<()> {
     let restricted = !only.is_empty();
     let auto_addrs = service.addrs.is_empty();
@@ -294,8 +304,10 @@ pub async fn run(
     enum Event {
         Recv(io::Result<(usize, SocketAddr, Option<u32>)>),
         Timer,
+        Rescan(bool),
         Shutdown,
     }
+    let mut reload_rx = reload;
     loop {
         flush(&sock, &joined, &mut responder).await;
         let deadline = match (responder.poll_timeout(), next_scan) {
@@ -321,7 +333,13 @@ pub async fn run(
             }
             Event::Timer
         };
-        let event = future::or(stop, future::or(recv, timer)).await;
+        let reload = async {
+            match &reload_rx {
+                Some(r) => Event::Rescan(r.recv().await.is_ok()),
+                None => future::pending().await,
+            }
+        };
+        let event = future::or(stop, future::or(recv, future::or(timer, reload))).await;
         // A socket that always has a packet ready never makes the loop wait: give the
         // other tasks their turn after a bounded batch.
         batch += 1;
@@ -344,7 +362,12 @@ pub async fn run(
                     nets_read = Instant::now();
                 }
                 if on_link(ip, ifindex, &nets) {
-                    responder.handle_input(Instant::now(), src, &buf[..n]);
+                    let packet = &buf[..n];
+                    // Header flags, RFC 1035 section 4.1.1: QR is the top bit of byte 2.
+                    if packet.get(2).is_some_and(|f| f & 0x80 != 0) {
+                        on_response(src, packet);
+                    }
+                    responder.handle_input(Instant::now(), src, packet);
                 } else {
                     log::trace!("mdns: ignored a packet from off-link {src}");
                 }
@@ -353,6 +376,14 @@ pub async fn run(
                 log::debug!("mdns: receive failed: {e}");
                 // A persistent error must not turn the loop into a busy spin.
                 Timer::after(Duration::from_millis(100)).await;
+            }
+            Event::Rescan(false) => reload_rx = None,
+            Event::Rescan(true) => {
+                log::info!("mdns: re-reading interfaces");
+                let now = Instant::now();
+                nets = subnets().unwrap_or_default();
+                nets_read = now;
+                rescan(&sock, &only, &mut joined, &mut responder, auto_addrs, now);
             }
             Event::Timer => {
                 let now = Instant::now();

@@ -300,25 +300,32 @@ impl Session {
             return status(455, "Method Not Valid In This State");
         };
         let transport = req.header("Transport").unwrap_or("");
-        let param = |name: &str| -> Option<u16> {
-            transport.split(';').find_map(|p| {
-                p.trim()
-                    .strip_prefix(name)?
-                    .strip_prefix('=')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        };
         if transport.to_ascii_uppercase().contains("TCP") {
             return status(461, "Unsupported Transport (only UDP)");
         }
+        // Normalised here, once: a port is 1..=65535, or absent (0 also means absent, as
+        // senders without a control channel send it). Anything else is refused rather than
+        // silently taken as "no port".
+        let port = |name: &str| -> Result<u16, ()> {
+            let value = transport.split(';').find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            });
+            match value {
+                None => Ok(0),
+                Some(v) => v.parse::<u16>().map_err(|_| ()),
+            }
+        };
+        let (Ok(control_port), Ok(timing_port)) = (port("control_port"), port("timing_port"))
+        else {
+            return status(400, "Bad Request (Transport port not in 0..65535)");
+        };
         let setup = StreamSetup {
             format: a.format.clone(),
             aes: self.aes,
             client_ip: self.info.peer.ip(),
-            client_control_port: param("control_port").unwrap_or(0),
-            client_timing_port: param("timing_port").unwrap_or(0),
+            client_control_port: control_port,
+            client_timing_port: timing_port,
             min_latency: a.min_latency,
             max_latency: a.max_latency,
             airplay_version: self.airplay_version,

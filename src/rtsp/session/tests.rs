@@ -442,3 +442,46 @@ fn nothing_changes_before_authentication() {
         .push(("Authorization".into(), digest(&n, "ANNOUNCE", "secret")));
     assert_eq!(s.handle(&r, &key, &mut io).status, 200);
 }
+
+/// Transport ports from the network are normalised at the boundary: out of range or not a
+/// number is refused with 400 (not silently taken as "no port"), absent or 0 is "none", the
+/// parameter names are matched whole and case-insensitively.
+#[test]
+fn transport_ports_are_checked_at_the_boundary() {
+    let key = AirportKey::load();
+    let setup = |transport: &str| {
+        let mut io = Recorder::default();
+        let mut s = Session::new(info(None));
+        assert_eq!(s.handle(&announce(1, SDP_L16), &key, &mut io).status, 200);
+        let r = s.handle(
+            &req(&format!(
+                "SETUP rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n"
+            )),
+            &key,
+            &mut io,
+        );
+        (r.status, io.events.last().cloned().unwrap_or_default())
+    };
+    for bad in [
+        "RTP/AVP/UDP;unicast;control_port=70000;timing_port=6002",
+        "RTP/AVP/UDP;unicast;control_port=6001;timing_port=65536",
+        "RTP/AVP/UDP;unicast;control_port=-1;timing_port=6002",
+        "RTP/AVP/UDP;unicast;control_port=6001;timing_port=abc",
+        "RTP/AVP/UDP;unicast;control_port=;timing_port=6002",
+    ] {
+        assert_eq!(setup(bad).0, 400, "{bad}");
+    }
+    assert_eq!(
+        setup("RTP/AVP/UDP;unicast;mode=record;CONTROL_PORT= 6001 ;timing_port=65535"),
+        (200, "setup L16 false 6001 65535".to_string())
+    );
+    assert_eq!(
+        setup("RTP/AVP/UDP;unicast;mode=record"),
+        (200, "setup L16 false 0 0".to_string())
+    );
+    // A longer name that starts with the wanted one is another parameter.
+    assert_eq!(
+        setup("RTP/AVP/UDP;unicast;control_portx=5;control_port=6001;timing_port=0"),
+        (200, "setup L16 false 6001 0".to_string())
+    );
+}
