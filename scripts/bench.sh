@@ -372,17 +372,18 @@ def report(work):
         cpu_ms = ph.get("task_clock_ms")
         if cpu_ms is None:
             cpu_ms = ph["cpu"] * 1000
-        by = ph.get("by_call") or {}
+        tr = phases.get(f"idle-trace-{rx}", ph)
+        by = tr.get("by_call") or {}
         ep = sum(v for k, v in by.items() if k.startswith(("epoll_wait", "epoll_pwait"))) if by else None
-        t = ph["secs"] or idle
+        t, tt = ph["secs"] or idle, tr["secs"] or idle
         row = {"startup_ms": ph["startup_cpu"] * 1000, "cpu_ms": cpu_ms, "wake": ph["ctxsw"] / t,
-               "sys": ph["syscalls"] / t if ph.get("syscalls") is not None else None,
-               "epoll": ep / t if ep is not None else None}
+               "sys": tr["syscalls"] / tt if tr.get("syscalls") is not None else None,
+               "epoll": ep / tt if ep is not None else None}
         idle_rows[rx] = row
         p(f"{rx:<16}{row['startup_ms']:16.0f}{row['cpu_ms']:12.1f}{row['wake']:11.2f}"
           f"{fmt(row['sys'], '12.2f')}{fmt(row['epoll'], '15.2f')}")
     for rx in ("raopd", "shairport"):
-        ph = phases.get(f"idle-{rx}")
+        ph = phases.get(f"idle-trace-{rx}", phases.get(f"idle-{rx}"))
         if ph and ph.get("by_call"):
             p(f"  {rx} idle syscalls: " + ", ".join(
                 f"{k} {int(v)}" for k, v in sorted(ph["by_call"].items(), key=lambda kv: -kv[1])[:6] if v))
@@ -398,7 +399,7 @@ def report(work):
         streams[sender] = (rd, sp, rdt, spt)
         p(f"\n-- {label}: {secs} s of audio into each receiver --")
         p(f"{'receiver':<16}{'user s':>8}{'sys s':>8}{'CPU s':>8}{'peak RSS KiB':>14}{'packets':>9}"
-          f"{'audio s':>9}{'syscalls':>10}{'/packet':>9}{'EAGAIN/pk':>11}")
+          f"{'audio s':>9}{'syscalls':>10}{'/packet':>9}{'EAGAIN/pk' if tracer == 'perf' else 'failed/pk':>11}")
         for name, ph, tr in (("raopd", rd, rdt), ("shairport-sync", sp, spt)):
             tr = tr or {"packets": 0}
             p(f"{name:<16}{ph['user']:8.2f}{ph['sys']:8.2f}{ph['cpu']:8.2f}{ph['hwm_kib']:14d}"
@@ -646,26 +647,36 @@ mkdir -p "$work/phases"
 
 # --- idle --------------------------------------------------------------------------------------------
 sleep 3 # past start-up and the first mDNS announcements
-log "idle: $IDLE s, both daemons running, nobody streaming"
-for rx in raopd shairport; do
-  mkdir -p "$work/phases/idle-$rx"
-done
-snap "$rd_pid" "$work/phases/idle-raopd/before.json"
-snap "$sp_pid" "$work/phases/idle-shairport/before.json"
-tracer_start "$TRACER" "$rd_pid" "$work/phases/idle-raopd/trace.txt"
-rd_tr=$tr_pid
-tracer_start "$TRACER" "$sp_pid" "$work/phases/idle-shairport/trace.txt"
-sp_tr=$tr_pid
-t0=$(date +%s.%N)
-sleep "$IDLE"
-t1=$(date +%s.%N)
-tracer_stop "$rd_tr" "$sp_tr"
-snap "$rd_pid" "$work/phases/idle-raopd/after.json"
-snap "$sp_pid" "$work/phases/idle-shairport/after.json"
-for rx in raopd shairport; do
-  printf 'receiver=%s\ntracer=%s\nwall=%s\n' "$rx" "$TRACER" "$(awk "BEGIN {print $t1 - $t0}")" \
-    > "$work/phases/idle-$rx/meta"
-done
+# idle_phase SUFFIX TRACER SECONDS: both daemons idle, measured at once.
+idle_phase() {
+  local suffix=$1 tracer=$2 secs=$3 rx t0 t1 rd_tr sp_tr
+  log "idle$suffix: $secs s, both daemons running, nobody streaming${tracer:+ ($tracer)}"
+  for rx in raopd shairport; do mkdir -p "$work/phases/idle$suffix-$rx"; done
+  snap "$rd_pid" "$work/phases/idle$suffix-raopd/before.json"
+  snap "$sp_pid" "$work/phases/idle$suffix-shairport/before.json"
+  tracer_start "$tracer" "$rd_pid" "$work/phases/idle$suffix-raopd/trace.txt"
+  rd_tr=$tr_pid
+  tracer_start "$tracer" "$sp_pid" "$work/phases/idle$suffix-shairport/trace.txt"
+  sp_tr=$tr_pid
+  t0=$(date +%s.%N)
+  sleep "$secs"
+  t1=$(date +%s.%N)
+  tracer_stop "$rd_tr" "$sp_tr"
+  snap "$rd_pid" "$work/phases/idle$suffix-raopd/after.json"
+  snap "$sp_pid" "$work/phases/idle$suffix-shairport/after.json"
+  for rx in raopd shairport; do
+    printf 'receiver=%s\ntracer=%s\nwall=%s\n' "$rx" "$tracer" "$(awk "BEGIN {print $t1 - $t0}")" \
+      > "$work/phases/idle$suffix-$rx/meta"
+  done
+}
+# perf's counting does not disturb an idle daemon; strace's ptrace stops would show up as
+# wakeups, so with strace the syscalls are counted in a second idle window (at most 30 s).
+if [ "$TRACER" = strace ]; then
+  idle_phase "" none "$IDLE"
+  idle_phase -trace strace $((IDLE < 30 ? IDLE : 30))
+else
+  idle_phase "" "$TRACER" "$IDLE"
+fi
 
 # --- streams -----------------------------------------------------------------------------------------
 # First the sessions that measure CPU and memory, untraced: counting syscalls with perf adds
