@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench.sh [--seconds N] [--idle-seconds N] [--smoke] [--mips] [--mips-targets "T..."]
-#          [--tracer perf|strace] [--keep]
+#          [--tracer perf|strace|none] [--keep]
 #
 # What raopd costs against shairport-sync (Debian 12's package) for the same job, measured in one
 # run, in one private network namespace with loopback only:
@@ -24,21 +24,24 @@
 # receiver wrote less than half the stream, a tool is missing).
 #
 # Audio packets are counted by nftables in the namespace (UDP to the receiver's port range with
-# RTP payload type 96), i.e. what the sender sent, whatever the receiver did with them. Syscalls
-# come from `perf stat -e raw_syscalls:sys_enter -e 'syscalls:sys_enter_*' -p PID` (counting
-# tracepoints, all threads, also threads started later) on both daemons at once, so any cost of
-# counting falls on both. Where perf cannot count tracepoints, `strace -c -f` is used instead,
-# in an extra raopd-only session per sender, because strace slows the traced process several
-# times over and would spoil the CPU figures. shairport-sync runs with avahi (its only mDNS
-# backend: a private dbus-daemon and avahi-daemon run in the namespace); raopd answers mDNS
-# itself, so its figures include its responder.
+# RTP payload type 96), i.e. what the sender sent, whatever the receiver did with them.
+# CPU and peak RSS come from sessions with no tracer attached (/proc/PID/stat, VmHWM reset before
+# each session through clear_refs); syscalls from one more session per sender and receiver with
+# `perf stat -e raw_syscalls:sys_enter -e syscalls:sys_enter_<name>... -p PID` (counting
+# tracepoints: all threads, also threads started later; works in VMs without hardware counters),
+# because counting adds 25-45 % to a receiver's CPU time. Where perf cannot count tracepoints,
+# `strace -c -f -p PID` counts instead (it slows the process far more; idle syscalls are then
+# counted in a second idle window, as its stops would show up as wakeups). shairport-sync runs
+# with avahi (its only mDNS backend: a private dbus-daemon and avahi-daemon run in the
+# namespace); raopd answers mDNS itself, so its figures include its responder.
 #
-#   --smoke          5 s streams, 5 s idle, no MIPS: checks that the whole bench works
-#   --tracer T       force perf or strace (default: perf when it counts tracepoints here)
-#   --keep           keep the scratch directory (logs, perf output, captured audio)
+#   --smoke          5 s streams, 5 s idle, no MIPS: checks that the whole bench works (~2 min)
+#   --tracer T       perf, strace or none (default: perf when it counts tracepoints here)
+#   --keep           keep the scratch directory (logs, perf output, captured audio); it is also
+#                    kept when the bench fails
 #
 # Needs root (namespaces, perf, apt-get). Installs what is missing: the senders and the pyatv
-# venv through scripts/setup-test-deps.sh (with shairport-sync, time, linux-perf, strace as
+# venv through scripts/setup-test-deps.sh (with shairport-sync, linux-perf, strace as
 # extra packages), and for --mips the cross toolchains and qemu-user through
 # scripts/build-mips.sh. Builds raopd (release). Removes everything it started or created when it
 # exits, however it exits. Env: RAOPD_TEST_VENV (pyatv venv), CARGO_TARGET_DIR.
@@ -80,7 +83,7 @@ BYTES_PER_SEC=176400 # S16LE, 44100 Hz, stereo
 # --- dependencies and builds ---------------------------------------------------------------------
 t_start=$SECONDS
 log "dependencies (scripts/setup-test-deps.sh)"
-bash scripts/setup-test-deps.sh shairport-sync time linux-perf strace nftables >&2 \
+bash scripts/setup-test-deps.sh shairport-sync linux-perf strace nftables >&2 \
   || die "scripts/setup-test-deps.sh failed"
 venv=${RAOPD_TEST_VENV:-$target_dir/test-env/venv}
 [ -x "$venv/bin/python" ] || die "no pyatv venv at $venv"

@@ -8,7 +8,7 @@
 #   scripts/setup-test-deps.sh [EXTRA-APT-PACKAGE...]
 #
 # Extra arguments are further Debian packages to install the same way (scripts/bench.sh adds its
-# tools: shairport-sync, perf, strace, time).
+# tools: shairport-sync, perf, strace).
 #
 # pyatv (with zeroconf, for the mDNS tests) lives in a venv at
 # ${CARGO_TARGET_DIR:-target}/test-env/venv; the tests look for it there (or in $RAOPD_TEST_VENV).
