@@ -99,6 +99,12 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
     RAOPD_CMD="$(bash scripts/qemu-cmd.sh "$t") ${CARGO_TARGET_DIR:-target}/$t/release/raopd" \
       run_tests "$t" --test e2e -- "${skip[@]}" || rc=$?
   done
+  # The firmware image under full-system emulation (qemu-system-mipsel, Malta), built from
+  # the mipsel-musl binary above; see README "Firmware image".
+  if [[ " $mips_targets " == *" mipsel-unknown-linux-musl "* ]]; then
+    stage "MIPS: firmware image under qemu-system-mipsel"
+    run_tests image --test image || rc=$?
+  fi
   # The build OpenWrt's SDK makes (RUSTFLAGS from the environment, overflow checks on, the
   # package's panic strategy): the one a user flashes. mipsel-musl, as in issue 9's report.
   if [[ " $mips_targets " == *" mipsel-unknown-linux-musl "* ]]; then

@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::audio::{self, Frame};
-use common::compare::assert_bit_exact;
+use common::compare::compare;
 use common::netns::{run_checked, signal, Netns};
 use common::senders::{self, PulseOpts, PyatvOpts};
 use common::sim::Summary;
@@ -141,10 +141,15 @@ impl Guest {
         );
         let mut s = UnixStream::connect(&self.sock)
             .unwrap_or_else(|e| panic!("console socket {}: {e}", self.sock.display()));
-        s.write_all(line.as_bytes()).expect("write to the console");
+        // A few bytes at a time: the emulated UART's receive FIFO holds 16 bytes, and input
+        // typed faster than the guest drains it is lost.
+        for chunk in line.as_bytes().chunks(8) {
+            s.write_all(chunk).expect("write to the console");
+            std::thread::sleep(Duration::from_millis(30));
+        }
         drop(s);
         let mut out = None;
-        wait_until(Duration::from_secs(20), || {
+        wait_until(Duration::from_secs(60), || {
             let text = self.console();
             let lines: Vec<&str> = text.lines().map(|l| l.trim_end_matches('\r')).collect();
             let start = lines.iter().rposition(|l| *l == b);
@@ -327,15 +332,24 @@ fn pyatv_summary(ns: &Netns, guest: &Guest, dir: &TestDir, secs: f64) -> Summary
     Summary::from_log(&guest.console())
 }
 
-fn check_sync(s: &Summary, what: &str) {
+/// What is wrong with a stream's summary: |sync error| above 2 ms at any time, an underrun, a
+/// resync (empty when all is well).
+fn sync_faults(s: &Summary, what: &str) -> Vec<String> {
     eprintln!("{what}: {}", s.line);
-    assert!(
-        s.int("max_sync_error_us") <= 2000,
-        "{what}: sync error reached {} µs",
-        s.int("max_sync_error_us")
-    );
-    assert_eq!(s.int("underruns"), 0, "{what}: the sound card ran dry");
-    assert_eq!(s.int("resyncs"), 0, "{what}: output restarted");
+    let mut faults = Vec::new();
+    if s.int("max_sync_error_us") > 2000 {
+        faults.push(format!(
+            "{what}: sync error reached {} µs (start error {} µs)",
+            s.int("max_sync_error_us"),
+            s.int("start_error_us")
+        ));
+    }
+    for key in ["underruns", "resyncs"] {
+        if s.int(key) != 0 {
+            faults.push(format!("{what}: {key}={}", s.int(key)));
+        }
+    }
+    faults
 }
 
 fn require_image_tools() {
@@ -394,6 +408,9 @@ fn firmware_image_boots_plays_and_announces() {
         browser.text()
     );
 
+    // The stream checks collect their faults, so that one boot reports all of them.
+    let mut faults: Vec<String> = Vec::new();
+
     // Bit-exact through the kernel loopback, pyatv then PulseAudio.
     for (name, pulse) in [("pyatv", false), ("pulseaudio", true)] {
         let wav = dir.join(&format!("{name}.wav"));
@@ -407,12 +424,19 @@ fn firmware_image_boots_plays_and_announces() {
         std::thread::sleep(Duration::from_millis(800));
         let output = capture.finish();
         sent.assert_ok();
-        let c = assert_bit_exact(&input, &output, &format!("{name} -> guest loopback"));
+        let c = compare(&input, &output);
         eprintln!(
             "{name}: {} frames captured from the guest's loopback, {}",
             output.len(),
             c.verdict
         );
+        if !c.is_bit_exact() {
+            let s = Summary::from_log(&guest.console());
+            faults.push(format!(
+                "{name} -> guest loopback: not bit-exact ({}); raopd: {}\n{c}",
+                c.verdict, s.line
+            ));
+        }
     }
 
     // The real poll descriptors of the sound card, not the timer fallback.
@@ -436,7 +460,7 @@ fn firmware_image_boots_plays_and_announces() {
     let (cpu0, up0) = guest.raopd_cpu();
     let s = pyatv_summary(&ns, &guest, &dir, 30.0);
     let (cpu1, up1) = guest.raopd_cpu();
-    check_sync(&s, "30 s stream");
+    faults.extend(sync_faults(&s, "30 s stream"));
     eprintln!(
         "raopd CPU in the guest during a 33 s pyatv stream: {:.1} %",
         100.0 * (cpu1 - cpu0) / (up1 - up0)
@@ -472,6 +496,7 @@ fn firmware_image_boots_plays_and_announces() {
         "{NAME} was not withdrawn at power-off: {}",
         browser.text()
     );
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
 
 /// The 3-minute stream of `scripts/image-soak.sh` (`RAOPD_IMAGE_SOAK_SECS` of noise, default
@@ -492,10 +517,11 @@ fn image_soak() {
     let (cpu0, up0) = guest.raopd_cpu();
     let s = pyatv_summary(&ns, &guest, &dir, secs);
     let (cpu1, up1) = guest.raopd_cpu();
-    check_sync(&s, &format!("{secs} s stream"));
+    let faults = sync_faults(&s, &format!("{secs} s stream"));
     eprintln!(
         "raopd CPU in the guest during the stream: {:.1} %",
         100.0 * (cpu1 - cpu0) / (up1 - up0)
     );
     assert!(guest.shutdown(), "the guest did not power off within 40 s");
+    assert!(faults.is_empty(), "{}", faults.join("\n"));
 }
