@@ -31,6 +31,7 @@ APT_PACKAGES=(
   busybox                                               # OpenWrt's shell for the init script test
   nodejs                                                # node --check on the LuCI view
   chromium chromium-driver                              # the LuCI page test in a real browser
+  qemu-system-mips cpio kmod xz-utils                   # the firmware-image test (qemu-system-mipsel)
   ca-certificates coreutils
 )
 APT_PACKAGES+=("$@")

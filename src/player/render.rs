@@ -217,7 +217,11 @@ impl Renderer {
             if due > now + lead {
                 return Ok(Some(due - lead));
             }
+            // Opening a sound card takes real time (tens of ms on a slow board): the padding
+            // is worked out from the moment it is open.
+            let opening = Instant::now();
             sink.start()?;
+            let now = now + opening.elapsed();
             let st = sink.status(now)?;
             // The next frame written sounds after what is queued: pad or skip so that
             // frame `start_ts` sounds exactly at `due`.
