@@ -75,7 +75,7 @@ run_tests host || rc=$?
 # timer test runs against the big-endian musl build, the ath79 target where timers once hung.
 # RAOPD_MIPS_TARGETS narrows the target list.
 # Size budget of the static musl binaries (alsa-lib linked in), in KiB: see README.
-MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-2600}
+MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-1750}
 if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
   mips_targets=${RAOPD_MIPS_TARGETS:-"mips-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-gnu mipsel-unknown-linux-gnu"}
   stage "MIPS: setup"
