@@ -95,7 +95,15 @@ fn check_output(cfg: &config::Config) -> std::io::Result<Option<raopd::output::P
 
 /// The start line: name, port, output, interfaces, latency.
 fn start_line(cfg: &config::Config, output_missing: bool) -> String {
-    let interfaces = match mdns::interfaces_named(&cfg.interfaces) {
+    // Without mDNS and without --interface nothing needs the interface list: it is not read
+    // (getifaddrs(3) spins under qemu-user on big-endian MIPS, see docs/mips.md).
+    let listed = if !cfg.mdns && cfg.interfaces.is_empty() {
+        Ok(Vec::new())
+    } else {
+        mdns::interfaces_named(&cfg.interfaces)
+    };
+    let interfaces = match listed {
+        _ if !cfg.mdns && cfg.interfaces.is_empty() => "all".to_string(),
         Ok(list) if !list.is_empty() => list
             .iter()
             .map(|i| format!("{} {}", i.name, i.addr))
