@@ -66,8 +66,8 @@ fi
 build() {
   local t0=$SECONDS t_args=() t
   for t in "$@"; do t_args+=(--target "$t"); done
-  mips_log "cargo build --release $MIPS_BUILD_STD ${t_args[*]} ${cargo_args[*]+${cargo_args[*]}}"
-  cargo build --release "$MIPS_BUILD_STD" "${t_args[@]}" ${cargo_args[@]+"${cargo_args[@]}"}
+  mips_log "cargo build --release $MIPS_BUILD_STD $MIPS_BUILD_STD_FEATURES ${t_args[*]} ${cargo_args[*]+${cargo_args[*]}}"
+  cargo build --release "$MIPS_BUILD_STD" "$MIPS_BUILD_STD_FEATURES" "${t_args[@]}" ${cargo_args[@]+"${cargo_args[@]}"}
   mips_log "built $* in $((SECONDS - t0))s"
 }
 

@@ -53,12 +53,16 @@ cd "$work"
 apt-get source -qq alsa-lib
 src="$(ls -d "$work"/alsa-lib-*/ | head -n1)"
 mkdir build && cd build
-CC="$cc" CFLAGS="-Os" "$src/configure" --host="$host" \
+# The same slim configuration as scripts/setup-mips.sh (plugin list: scripts/mips-common.sh).
+CC="$cc" CFLAGS="-Os -fno-unwind-tables -fno-asynchronous-unwind-tables" "$src/configure" --host="$host" \
   --prefix=/usr --libdir=/usr/lib --sysconfdir=/etc \
   --with-configdir=/usr/share/alsa --with-plugindir=/usr/lib/alsa-lib \
   --enable-static --disable-shared --disable-dependency-tracking \
   --disable-python --disable-alisp --disable-ucm --disable-topology \
-  --disable-old-symbols --with-versioned=no --with-debug=no
+  --disable-old-symbols --with-versioned=no --with-debug=no \
+  --disable-rawmidi --disable-seq --disable-hwdep --disable-aload \
+  --with-pcm-plugins=plug,linear,copy,route,rate,multi,null,file,empty,hooks,dmix,asym,iec958,softvol \
+  --with-ctl-plugins=no
 make -j"$(nproc)" -C include
 make -j"$(nproc)" -C src
 make -C include install DESTDIR="$prefix_dir"

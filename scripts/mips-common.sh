@@ -25,10 +25,23 @@ MIPS_TARGETS=(mips-unknown-linux-gnu mipsel-unknown-linux-gnu mips-unknown-linux
 MIPS_ZIG_VERSION="${RAOPD_ZIG_VERSION:-0.15.2}"
 
 # Bump when the alsa-lib configure flags change, so that cached builds are redone.
-MIPS_ALSA_BUILD_REV=1
+MIPS_ALSA_BUILD_REV=3
+
+# alsa-lib's PCM plugins built in (configure --with-pcm-plugins; hw is always there).
+# Playback through hw/plughw and what the stock card configurations of alsa-lib use for their
+# default/front/surround/iec958 devices (asym, dmix, softvol, route, rate, multi, hooks,
+# empty, iec958), plus null and file (the tests). Left out: capture-only (dsnoop), formats
+# raopd never produces (mulaw, alaw, adpcm, lfloat), shm/share/dshare, meter, ladspa,
+# ioplug/extplug (external plugins need dlopen, which a static binary cannot do) and
+# mmap_emul.
+MIPS_ALSA_PCM_PLUGINS="plug,linear,copy,route,rate,multi,null,file,empty,hooks,dmix,asym,iec958,softvol"
 
 # Flags for rustc's -Z build-std (MIPS targets are tier 3: no prebuilt std).
 MIPS_BUILD_STD="-Zbuild-std=std,panic_unwind"
+# std's features: unwinding (the ALAC guard), size-optimised algorithms (optimize_for_size),
+# and no `backtrace` feature, whose symboliser (gimli, addr2line, miniz_oxide,
+# rustc-demangle) cost 257 KiB on mipsel-musl; a panic message keeps its text and location.
+MIPS_BUILD_STD_FEATURES="-Zbuild-std-features=panic-unwind,optimize_for_size"
 
 mips_log() { printf '\033[1;34m[mips]\033[0m %s\n' "$*" >&2; }
 mips_die() { printf '\033[1;31m[mips] error:\033[0m %s\n' "$*" >&2; exit 1; }

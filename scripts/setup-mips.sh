@@ -196,16 +196,19 @@ build_alsa() {
   rm -rf "$build" "$root"
   mkdir -p "$build"
   mips_log "alsa-lib for $target: configure ($ver, CC=$(basename "$cc"))"
-  # Minimal static alsa-lib: PCM (all PCM plugins built in, incl. null/file/plug/rate/dmix),
-  # control, mixer, rawmidi/seq/hwdep (the alsa crate binds them), config parsing. No UCM,
-  # topology, alisp, python, old versioned symbols.
-  (cd "$build" && CC="$cc" AR="$ar" RANLIB="$ranlib" CFLAGS="-Os -g0" \
+  # Slim static alsa-lib: what raopd calls (PCM, control, mixer, config parsing) and the PCM
+  # plugins that card configurations and users name for playback (docs/mips.md). No rawmidi,
+  # seq, hwdep (the alsa crate binds them, raopd does not use them), UCM, topology, alisp,
+  # python, old versioned symbols, capture-only or exotic PCM plugins, control plugins.
+  (cd "$build" && CC="$cc" AR="$ar" RANLIB="$ranlib" CFLAGS="-Os -g0 -fno-unwind-tables -fno-asynchronous-unwind-tables" \
     "$src/configure" --host="$host" --build="$(uname -m)-linux-gnu" \
       --prefix=/usr --libdir=/usr/lib --sysconfdir=/etc \
       --with-configdir=/usr/share/alsa --with-plugindir=/usr/lib/alsa-lib \
       --enable-static --disable-shared --disable-dependency-tracking \
       --disable-python --disable-alisp --disable-ucm --disable-topology \
       --disable-old-symbols --with-versioned=no --with-debug=no \
+      --disable-rawmidi --disable-seq --disable-hwdep --disable-aload \
+      --with-pcm-plugins="$MIPS_ALSA_PCM_PLUGINS" --with-ctl-plugins=no \
       > configure.log 2>&1) || { tail -n 40 "$build/configure.log" >&2; mips_die "alsa-lib configure failed for $target (log: $build/configure.log)"; }
   mips_log "alsa-lib for $target: make -j$JOBS"
   (cd "$build" && make -j"$JOBS" -C include > make.log 2>&1 && make -j"$JOBS" -C src >> make.log 2>&1 \

@@ -5,6 +5,11 @@
 # network (iproute2, nftables, dbus, avahi), and cargo's clippy and rustfmt. Idempotent: it installs only what is missing, so scripts/test.sh
 # calls it on every run.
 #
+#   scripts/setup-test-deps.sh [EXTRA-APT-PACKAGE...]
+#
+# Extra arguments are further Debian packages to install the same way (scripts/bench.sh adds its
+# tools: shairport-sync, perf, strace).
+#
 # pyatv (with zeroconf, for the mDNS tests) lives in a venv at
 # ${CARGO_TARGET_DIR:-target}/test-env/venv; the tests look for it there (or in $RAOPD_TEST_VENV).
 set -euo pipefail
@@ -26,8 +31,10 @@ APT_PACKAGES=(
   busybox                                               # OpenWrt's shell for the init script test
   nodejs                                                # node --check on the LuCI view
   chromium chromium-driver                              # the LuCI page test in a real browser
+  qemu-system-mips cpio kmod xz-utils                   # the firmware-image test (qemu-system-mipsel)
   ca-certificates coreutils
 )
+APT_PACKAGES+=("$@")
 
 if [ "$(id -u)" != 0 ]; then
   echo "setup-test-deps.sh: must run as root (apt-get, network namespaces)" >&2

@@ -75,7 +75,7 @@ run_tests host || rc=$?
 # timer test runs against the big-endian musl build, the ath79 target where timers once hung.
 # RAOPD_MIPS_TARGETS narrows the target list.
 # Size budget of the static musl binaries (alsa-lib linked in), in KiB: see README.
-MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-2600}
+MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-1750}
 if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
   mips_targets=${RAOPD_MIPS_TARGETS:-"mips-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-gnu mipsel-unknown-linux-gnu"}
   stage "MIPS: setup"
@@ -92,12 +92,20 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
       rc=1
     fi
   done
+  # Which e2e tests run under emulation: every sender and output on the musl builds (the ones
+  # OpenWrt ships), the minute-long timer test on big-endian musl only, one stream per sender
+  # on glibc. PipeWire (250 ms of latency, sent in real time) is left to the host stage:
+  # qemu-user's emulation on 2 shared cores leaves it too little margin to say anything about
+  # the binary.
   for t in $mips_targets; do
     stage "MIPS: end-to-end tests under qemu ($t)"
-    skip=(--skip a_minute_of_audio)
-    [ "$t" = mips-unknown-linux-musl ] && skip=()
+    case $t in
+      mips-unknown-linux-musl) filter=(--skip pipewire) ;;
+      *musl) filter=(--skip pipewire --skip a_minute_of_audio) ;;
+      *) filter=(pyatv_l16_to_pipe pulseaudio_rsa_alac_to_pipe) ;;
+    esac
     RAOPD_CMD="$(bash scripts/qemu-cmd.sh "$t") ${CARGO_TARGET_DIR:-target}/$t/release/raopd" \
-      run_tests "$t" --test e2e -- "${skip[@]}" || rc=$?
+      run_tests "$t" --test e2e -- "${filter[@]}" || rc=$?
   done
   # The build OpenWrt's SDK makes (RUSTFLAGS from the environment, overflow checks on, the
   # package's panic strategy): the one a user flashes. mipsel-musl, as in issue 9's report.
@@ -107,7 +115,7 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
     bash scripts/build-mips.sh --openwrt-flags $t
     stage "MIPS: end-to-end tests under qemu ($t, OpenWrt's feed flags)"
     RAOPD_CMD="$(bash scripts/qemu-cmd.sh "$t") ${CARGO_TARGET_DIR:-target}/openwrt-flags/$t/release/raopd" \
-      run_tests "$t-openwrt-flags" --test e2e -- --skip a_minute_of_audio || rc=$?
+      run_tests "$t-openwrt-flags" --test e2e -- pyatv pulseaudio || rc=$?
   fi
 fi
 # ------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //! packets, [`crypto`] decrypts them, [`codec`] decodes them, [`buffer`] reorders them by
 //! sequence number, [`clock`] maps sender time to local time, [`output`] plays them, and
 //! [`server`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
-//! drives the sans-IO cores from one smol reactor thread.
+//! drives the sans-IO cores from one thread, on the epoll [`reactor`].
 
 pub mod bind;
 pub mod buffer;
@@ -17,6 +17,7 @@ pub mod crypto;
 pub mod mdns;
 pub mod output;
 pub mod player;
+pub mod reactor;
 pub mod rtp;
 pub mod rtsp;
 pub mod server;

@@ -1,7 +1,7 @@
 //! `raopd`: the daemon's entry point. Parses the command line, opens the output, and
 //! runs everything on one smol `LocalExecutor` on this thread.
 
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use raopd::config::{self, Command};
 use raopd::mdns;
 use raopd::server::Daemon;
@@ -95,7 +95,15 @@ fn check_output(cfg: &config::Config) -> std::io::Result<Option<raopd::output::P
 
 /// The start line: name, port, output, interfaces, latency.
 fn start_line(cfg: &config::Config, output_missing: bool) -> String {
-    let interfaces = match mdns::interfaces_named(&cfg.interfaces) {
+    // Without mDNS and without --interface nothing needs the interface list: it is not read
+    // (getifaddrs(3) spins under qemu-user on big-endian MIPS, see docs/mips.md).
+    let listed = if !cfg.mdns && cfg.interfaces.is_empty() {
+        Ok(Vec::new())
+    } else {
+        mdns::interfaces_named(&cfg.interfaces)
+    };
+    let interfaces = match listed {
+        _ if !cfg.mdns && cfg.interfaces.is_empty() => "all".to_string(),
         Ok(list) if !list.is_empty() => list
             .iter()
             .map(|i| format!("{} {}", i.name, i.addr))
@@ -162,11 +170,11 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             };
             std::io::Error::new(e.kind(), format!("RTSP port {}: {e}{hint}", cfg.port))
         })?;
-        listeners.push((async_io::Async::new(listener)?, iface));
+        listeners.push((raopd::reactor::Async::new(listener)?, iface));
     }
-    let mut signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])?;
-    let ex = Rc::new(smol::LocalExecutor::new());
+    let mut signals = raopd::reactor::Signals::new(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+    let (reload_tx, reload_rx) = async_channel::bounded::<()>(1);
+    let ex = Rc::new(async_executor::LocalExecutor::new());
     if cfg.mdns && config::announced_name(&cfg.name) != cfg.name {
         log::warn!(
             "--name \"{}\" is {} bytes of UTF-8; mDNS carries {} after the MAC@ prefix, so \
@@ -190,7 +198,7 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         ex.spawn(raopd::control::hooks::run_ticks(daemon.hooks.clone()))
             .detach();
     }
-    let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+    let (stop_tx, stop_rx) = async_channel::bounded::<()>(1);
     let mdns_task = daemon.cfg.mdns.then(|| {
         let service = mdns::Service {
             instance_name: daemon.cfg.name.clone(),
@@ -202,11 +210,14 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
         };
         let stop = stop_rx.clone();
         let only = daemon.cfg.interfaces.clone();
+        let seen = daemon.clone();
         ex.spawn(async move {
             if let Err(e) = mdns::run(
                 service,
                 only,
                 async move { stop.recv().await.unwrap_or(()) },
+                move |src, packet| seen.mdns_response(src, packet),
+                Some(reload_rx),
             )
             .await
             {
@@ -244,13 +255,32 @@ fn run(cfg: config::Config) -> std::io::Result<()> {
             }
         }
     });
-    let signal = ex.spawn(async move {
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("{sig:?}: shutting down");
+    // SIGHUP reloads what can change under a running daemon: the interfaces (mDNS re-reads
+    // them and re-announces) and the output (probed now; it is opened afresh for every
+    // stream anyway). A playing stream is not interrupted. Other settings come from the
+    // command line (procd restarts the service when the UCI configuration changes).
+    let signal = ex.spawn({
+        let daemon = daemon.clone();
+        async move {
+            while let Ok(sig) = signals.next().await {
+                if sig == libc::SIGHUP {
+                    log::warn!("SIGHUP: re-reading interfaces, checking the output");
+                    let _ = reload_tx.try_send(());
+                    daemon.recheck_output();
+                    continue;
+                }
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                log::info!("{name}: shutting down");
+                break;
+            }
+            Ok(())
         }
-        Ok(())
     });
-    smol::block_on(ex.run(async {
+    raopd::reactor::block_on(ex.run(async {
         let r = future::or(future::or(serve, control), signal).await;
         // An amplifier switched on by --on-start is switched off on exit too.
         daemon.hooks.borrow_mut().shutdown();

@@ -8,10 +8,10 @@ use crate::control::{self, ControlHandler, Hooks, NowPlaying, Remote, RemoteComm
 use crate::crypto::AirportKey;
 use crate::output::{ProbeError, Sink};
 use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
+use crate::reactor::{Async, Timer};
 use crate::rtsp::{parse_request, ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
-use async_io::{Async, Timer};
+use async_executor::LocalExecutor;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use smol::LocalExecutor;
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
@@ -27,12 +27,32 @@ const IDLE_CONNECTION: Duration = Duration::from_secs(120);
 const RECORD_REPLY_DELAY: Duration = Duration::from_millis(20);
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 4096;
+/// RTSP connections served at once; one more is answered `503` and closed. A sender uses
+/// one (two while it takes over from another); the rest is room for senders probing the
+/// speaker (OPTIONS, GET_PARAMETER) without letting a LAN client exhaust descriptors.
+pub const MAX_RTSP_CONNECTIONS: usize = 16;
+/// A request must arrive whole (head and body) this long after its first byte, or the
+/// connection gets `408` and is closed: a client trickling bytes (slowloris) cannot hold a
+/// connection, while 1 MiB of cover art still fits at 1 Mbit/s.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A response (or refusal) that the client does not read within this is abandoned with
+/// the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `fut`, or `None` after `t`.
+async fn timed<T>(t: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        Timer::after(t).await;
+        None
+    })
+    .await
+}
 
 struct StreamHandle {
     owner: u64,
     /// Tells this stream from a later one of the same connection (a second SETUP).
     serial: u64,
-    cmds: smol::channel::Sender<Cmd>,
+    cmds: async_channel::Sender<Cmd>,
     stats: Rc<RefCell<StreamStats>>,
 }
 
@@ -49,8 +69,10 @@ struct Speaker {
     remote: Option<Rc<Remote>>,
     now_playing: NowPlaying,
     next_conn: u64,
+    /// RTSP connections open now.
+    connections: usize,
     /// Per connection: a channel that closes it (a sender taken over by another).
-    kick: Vec<(u64, smol::channel::Sender<()>)>,
+    kick: Vec<(u64, async_channel::Sender<()>)>,
 }
 
 pub struct Daemon {
@@ -133,6 +155,47 @@ impl Daemon {
         }
     }
 
+    /// An mDNS response seen on the responder's port 5353: if it announces the current
+    /// sender's DACP server, the remote control learns its address from it. Senders whose
+    /// responder answers by multicast only are found this way (the one-shot lookup from an
+    /// ephemeral port never hears them).
+    pub fn mdns_response(&self, src: SocketAddr, packet: &[u8]) {
+        let remote = self.speaker.borrow().remote.clone();
+        let Some(remote) = remote else { return };
+        if let Some(addr) =
+            control::dacp::parse_browse_response(packet, remote.dacp_id(), remote.sender_ip())
+        {
+            if remote.addr() != Some(addr) {
+                log::debug!("dacp: {} is at {addr} (seen from {src})", remote.dacp_id());
+            }
+            remote.set_addr(addr);
+        }
+    }
+
+    /// SIGHUP: while no stream holds the output, opens it once and logs the result (with
+    /// `--wait-for-output` this also clears or sets the cause senders are told). A playing
+    /// stream is left alone.
+    pub fn recheck_output(&self) {
+        if self.speaker.borrow().stream.is_some() {
+            log::info!("output {} in use by the current stream", self.cfg.output);
+            return;
+        }
+        match crate::output::probe(&self.cfg.output) {
+            Ok(()) => {
+                log::warn!("output {} works", self.cfg.output);
+                if self.cfg.wait_for_output {
+                    *self.output_problem.borrow_mut() = None;
+                }
+            }
+            Err(p) => {
+                log::warn!("{p}");
+                if self.cfg.wait_for_output && !p.busy {
+                    *self.output_problem.borrow_mut() = Some(p);
+                }
+            }
+        }
+    }
+
     /// Statistics of the current stream, if any.
     pub fn stream_stats(&self) -> Option<StreamStats> {
         self.speaker
@@ -161,13 +224,34 @@ impl Daemon {
             };
             let id = {
                 let mut sp = self.speaker.borrow_mut();
-                sp.next_conn += 1;
-                sp.next_conn
+                if sp.connections >= MAX_RTSP_CONNECTIONS {
+                    None
+                } else {
+                    sp.connections += 1;
+                    sp.next_conn += 1;
+                    Some(sp.next_conn)
+                }
+            };
+            let Some(id) = id else {
+                log::warn!("{peer}: refused, {MAX_RTSP_CONNECTIONS} RTSP connections open");
+                self.ex
+                    .spawn(async move {
+                        let mut stream = stream;
+                        let refusal = crate::rtsp::Response::new(503, "Service Unavailable")
+                            .header("Connection", "close")
+                            .to_bytes("RTSP/1.0");
+                        let _ = timed(WRITE_TIMEOUT, stream.write_all(&refusal)).await;
+                    })
+                    .detach();
+                continue;
             };
             let d = self.clone();
             let iface = iface.clone();
             self.ex
-                .spawn(async move { d.connection(stream, peer, id, iface).await })
+                .spawn(async move {
+                    d.clone().connection(stream, peer, id, iface).await;
+                    d.speaker.borrow_mut().connections -= 1;
+                })
                 .detach();
         }
     }
@@ -185,7 +269,7 @@ impl Daemon {
         };
         log::info!("{peer}: connected");
         let _ = stream.get_ref().set_nodelay(true);
-        let (kick_tx, kick_rx) = smol::channel::bounded::<()>(1);
+        let (kick_tx, kick_rx) = async_channel::bounded::<()>(1);
         self.speaker.borrow_mut().kick.push((id, kick_tx));
         let mut session = Session::new(ConnectionInfo {
             local,
@@ -195,12 +279,17 @@ impl Daemon {
         });
         let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
         let mut chunk = vec![0u8; READ_CHUNK];
+        // Bytes of a refused request's body still to be read and thrown away.
+        let mut discard = 0usize;
+        // When the first byte of a request still incomplete arrived.
+        let mut request_started: Option<Instant> = None;
         'conn: loop {
             // Answer every complete request already buffered.
             loop {
                 match parse_request(&buf) {
                     Ok(Some((req, used))) => {
                         buf.drain(..used);
+                        request_started = None;
                         log::debug!("{peer}: {} {}", req.method, req.uri);
                         let resp = session.handle(
                             &req,
@@ -215,24 +304,34 @@ impl Daemon {
                         if req.method == "RECORD" {
                             Timer::after(RECORD_REPLY_DELAY).await;
                         }
-                        if stream
-                            .write_all(&resp.to_bytes(&req.protocol))
-                            .await
-                            .is_err()
-                            || resp.close
-                        {
+                        let bytes = resp.to_bytes(&req.protocol);
+                        let sent = timed(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
+                        if !matches!(sent, Some(Ok(()))) || resp.close {
                             break 'conn;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         let resp = session.frame_error(&e);
-                        let _ = stream.write_all(&resp.to_bytes("RTSP/1.0")).await;
-                        if e.fatal {
+                        let bytes = resp.to_bytes("RTSP/1.0");
+                        let sent = timed(WRITE_TIMEOUT, stream.write_all(&bytes)).await;
+                        if !matches!(sent, Some(Ok(()))) || e.fatal {
                             break 'conn;
                         }
+                        // The refused request is dropped, also the part of its body still
+                        // to come; the connection and its stream go on.
+                        request_started = None;
+                        let now = e.skip.min(buf.len());
+                        buf.drain(..now);
+                        discard = e.skip - now;
                     }
                 }
+            }
+            // The clock of a partly received request starts with its first byte.
+            if buf.is_empty() && discard == 0 {
+                request_started = None;
+            } else if request_started.is_none() {
+                request_started = Some(Instant::now());
             }
             let streaming = session.holds_speaker() && self.owns(id) && self.has_stream(id);
             let idle_limit = if session.holds_speaker() {
@@ -245,17 +344,39 @@ impl Daemon {
                 Timer::after(idle_limit).await;
                 None
             };
+            let incomplete = async {
+                match request_started {
+                    Some(t) => Timer::at(t + REQUEST_TIMEOUT).await,
+                    None => future::pending().await,
+                };
+                Some(Err(std::io::Error::from(std::io::ErrorKind::TimedOut)))
+            };
+            let read = future::or(read, incomplete);
             let kicked = async {
                 let _ = kick_rx.recv().await;
                 Some(Err(std::io::Error::other("taken over")))
             };
             match future::or(kicked, future::or(read, idle)).await {
                 Some(Ok(0)) => break,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    log::info!(
+                        "{peer}: request not complete {REQUEST_TIMEOUT:?} after its first byte: closing"
+                    );
+                    let refusal = crate::rtsp::Response::new(408, "Request Timeout")
+                        .header("Connection", "close")
+                        .to_bytes("RTSP/1.0");
+                    let _ = timed(WRITE_TIMEOUT, stream.write_all(&refusal)).await;
+                    break;
+                }
                 Some(Err(e)) => {
                     log::info!("{peer}: {e}");
                     break;
                 }
-                Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Some(Ok(n)) => {
+                    let dropped = discard.min(n);
+                    discard -= dropped;
+                    buf.extend_from_slice(&chunk[dropped..n]);
+                }
                 // While audio flows the stream watches the sender (its own timeout).
                 None if streaming => {}
                 None => {
@@ -364,7 +485,7 @@ impl SessionIo for ConnIo<'_> {
             control: socks.control.get_ref().local_addr()?.port(),
             timing: socks.timing.get_ref().local_addr()?.port(),
         };
-        let (tx, rx) = smol::channel::unbounded();
+        let (tx, rx) = async_channel::unbounded();
         let stats = Rc::new(RefCell::new(StreamStats::default()));
         let cfg = player::PlayerConfig {
             default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * 441 / 10) as u32,

@@ -48,43 +48,12 @@ fn helper_responder() {
         addrs: Vec::new(),
     };
     let _ = env_logger::builder().is_test(false).try_init();
-    let term = sigterm::install();
-    smol::block_on(raopd::mdns::run(service, Vec::new(), term)).expect("mdns run");
-}
-
-/// SIGTERM as a future, through a self-pipe: the handler only writes one byte.
-mod sigterm {
-    use async_io::Async;
-    use std::fs::File;
-    use std::os::fd::FromRawFd;
-    use std::sync::atomic::{AtomicI32, Ordering};
-
-    static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
-
-    extern "C" fn on_term(_: libc::c_int) {
-        let fd = WRITE_FD.load(Ordering::Relaxed);
-        let b = 1u8;
-        // SAFETY: write(2) is async-signal-safe; `b` lives for the call.
-        unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
-    }
-
-    pub fn install() -> impl std::future::Future<Output = ()> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two descriptors we then own.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        WRITE_FD.store(fds[1], Ordering::Relaxed);
-        // SAFETY: installing a handler that only calls write(2).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_term as *const () as usize;
-            libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        }
-        // SAFETY: fds[0] is the fresh read end of the pipe, owned from here on.
-        let read = Async::new(unsafe { File::from_raw_fd(fds[0]) }).expect("async pipe");
-        async move {
-            let _ = read.readable().await;
-        }
-    }
+    let mut signals = raopd::reactor::Signals::new(&[libc::SIGTERM]).expect("catch SIGTERM");
+    let term = async move {
+        let _ = signals.next().await;
+    };
+    raopd::reactor::block_on(raopd::mdns::run(service, Vec::new(), term, |_, _| {}, None))
+        .expect("mdns run");
 }
 
 // ----- namespace fixture -----

@@ -16,7 +16,7 @@
 //! reply may name addresses on other interfaces or link-local IPv6 addresses without scope,
 //! while the RTSP peer is known to be reachable.
 
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use simple_dns::rdata::RData;
 use simple_dns::{Name, Packet, Question, CLASS, QCLASS, QTYPE, TYPE};
@@ -34,6 +34,8 @@ const RESOLVE_RETRY: Duration = Duration::from_millis(500);
 /// The reply's status line and headers must fit in this; the body is never read.
 const MAX_RESPONSE_HEAD: usize = 4096;
 const MDNS_PORT: u16 = 5353;
+/// How often a lookup checks for an address seen on the responder's socket.
+const SEEN_POLL: Duration = Duration::from_millis(25);
 const MDNS_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 
 /// A remote-control command, by the name the control socket uses.
@@ -403,8 +405,20 @@ impl Remote {
         }
     }
 
+    /// Asks by mDNS, and meanwhile watches for the address arriving another way: an answer
+    /// multicast to the group reaches the daemon's responder socket, not the query's
+    /// ephemeral port, and is handed over with [`Remote::set_addr`].
     async fn lookup(&self) -> Result<SocketAddr, DacpError> {
-        let addr = resolve(&self.dacp_id, self.sender_ip, RESOLVE_TIMEOUT).await?;
+        let asked = resolve(&self.dacp_id, self.sender_ip, RESOLVE_TIMEOUT);
+        let seen = async {
+            loop {
+                Timer::after(SEEN_POLL).await;
+                if let Some(a) = self.addr.get() {
+                    return Ok(a);
+                }
+            }
+        };
+        let addr = future::or(asked, seen).await?;
         log::debug!("dacp: {} is at {addr}", self.dacp_id);
         self.addr.set(Some(addr));
         Ok(addr)
@@ -559,7 +573,7 @@ mod tests {
     fn command_over_tcp() {
         let (port, h) = http_responder(b"HTTP/1.1 204 No Content\r\nDAAP-Server: iTunes\r\n\r\n");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "1986535575",
             RemoteCommand::PlayPause,
@@ -577,7 +591,7 @@ mod tests {
 
         let (port, h) = http_responder(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "5",
             RemoteCommand::Stop,
@@ -591,7 +605,7 @@ mod tests {
     fn silent_server_times_out_and_closed_port_fails() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "5",
             RemoteCommand::Play,
@@ -599,7 +613,7 @@ mod tests {
         ));
         assert!(matches!(r, Err(DacpError::Timeout)), "{r:?}");
         drop(l);
-        let r = future::block_on(send_command(
+        let r = crate::reactor::block_on(send_command(
             addr,
             "5",
             RemoteCommand::Play,
@@ -627,13 +641,14 @@ mod tests {
                 .unwrap();
         });
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let addr = future::block_on(resolve_via(ID, ip, &[target], RESOLVE_TIMEOUT)).unwrap();
+        let addr =
+            crate::reactor::block_on(resolve_via(ID, ip, &[target], RESOLVE_TIMEOUT)).unwrap();
         assert_eq!(addr, SocketAddr::new(ip, http_port));
         t.join().unwrap();
 
         let remote = Remote::new(ID, "42", ip).unwrap();
         remote.set_addr(addr);
-        future::block_on(remote.send(RemoteCommand::VolumeUp)).unwrap();
+        crate::reactor::block_on(remote.send(RemoteCommand::VolumeUp)).unwrap();
         assert!(h
             .join()
             .unwrap()
@@ -644,7 +659,7 @@ mod tests {
     fn resolve_gives_up() {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let ip: IpAddr = Ipv4Addr::LOCALHOST.into();
-        let r = future::block_on(resolve_via(
+        let r = crate::reactor::block_on(resolve_via(
             ID,
             ip,
             &[silent.local_addr().unwrap()],

@@ -10,7 +10,7 @@
 //! user's script. Finished children are reaped with `try_wait` on later calls and on the
 //! periodic [`tick`](Hooks::tick), so no zombie outlives a tick and no thread is needed.
 
-use async_io::Timer;
+use crate::reactor::Timer;
 use std::cell::RefCell;
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};

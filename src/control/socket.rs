@@ -14,10 +14,10 @@
 
 use super::dacp::RemoteCommand;
 use super::json::{ok_reply, JsonWriter};
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
+use async_executor::LocalExecutor;
 use futures_lite::future::{self, BoxedLocal};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, Future};
-use smol::LocalExecutor;
 use std::cell::Cell;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -444,7 +444,7 @@ mod tests {
     #[test]
     fn lines_and_replies() {
         let h = Fake::default();
-        let run = |s: &[u8]| future::block_on(handle_line(s, &h));
+        let run = |s: &[u8]| crate::reactor::block_on(handle_line(s, &h));
         assert_eq!(run(b"status"), r#"{"name":"test","state":"idle"}"#);
         assert_eq!(run(b" STATUS\r"), r#"{"name":"test","state":"idle"}"#);
         assert_eq!(run(b"play"), r#"{"ok":true}"#);
@@ -487,7 +487,7 @@ mod tests {
         let p = path.clone();
         let t = std::thread::spawn(move || client(p));
         let h: Rc<dyn ControlHandler> = handler.clone();
-        future::block_on(ex.run(async {
+        crate::reactor::block_on(ex.run(async {
             let serve = sock.serve(h, &ex);
             let done = async {
                 while !t.is_finished() {

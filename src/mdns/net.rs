@@ -5,7 +5,7 @@
 
 use super::responder::{Responder, Transmit, MDNS_GROUP_V4, MDNS_PORT};
 use super::Service;
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
 use futures_lite::future;
 use std::ffi::CStr;
 use std::future::Future;
@@ -21,6 +21,78 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Biggest mDNS message we accept (RFC 6762 section 17 allows up to 9000 bytes).
 const MAX_PACKET: usize = 9000;
+
+/// Packets handled back to back before the loop yields to the other tasks on the reactor
+/// thread (RTSP, audio): a flood of queries costs them at most this many packets' work.
+const BATCH: usize = 16;
+
+/// The subnet list is read again at most this often when a packet's source is in none of
+/// them (an address added since the last read).
+const SUBNET_REFRESH: Duration = Duration::from_secs(1);
+
+/// One IPv4 address of an interface with its netmask: the subnet it is on-link for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    /// Kernel interface index.
+    pub index: u32,
+    pub addr: Ipv4Addr,
+    pub mask: Ipv4Addr,
+}
+
+/// RFC 6762 section 11: a packet is taken only from a source on the local link of the
+/// interface it arrived on, i.e. in the subnet of one of that interface's addresses (or
+/// IPv4 link-local, 169.254/16). Queries from elsewhere are not answered (no reply ~5x the
+/// query's size to a forged far-away source) and responses from elsewhere are no conflicts.
+pub fn on_link(src: Ipv4Addr, ifindex: u32, subnets: &[Subnet]) -> bool {
+    src.is_link_local()
+        || subnets.iter().any(|s| {
+            let m = u32::from(s.mask);
+            s.index == ifindex && u32::from(src) & m == u32::from(s.addr) & m
+        })
+}
+
+/// Every IPv4 address of every interface, with its netmask.
+pub fn subnets() -> io::Result<Vec<Subnet>> {
+    let mut list = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list that is freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list returned by getifaddrs, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of at least sa_family.
+        if unsafe { (*ifa.ifa_addr).sa_family } as libc::c_int != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: family is AF_INET, so address and netmask are sockaddr_in.
+        let (sin, mask) = unsafe {
+            (
+                &*(ifa.ifa_addr as *const libc::sockaddr_in),
+                &*(ifa.ifa_netmask as *const libc::sockaddr_in),
+            )
+        };
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let index = unsafe { libc::if_nametoindex(ifa.ifa_name) };
+        if index == 0 {
+            continue;
+        }
+        list.push(Subnet {
+            index,
+            addr: Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            mask: Ipv4Addr::from(u32::from_be(mask.sin_addr.s_addr)),
+        });
+    }
+    // SAFETY: `head` came from getifaddrs and is freed exactly once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(list)
+}
 
 /// An IPv4 interface that mDNS runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,11 +252,21 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// is read with `IP_PKTINFO`, and `IP_MULTICAST_ALL` is off so that groups other sockets
 /// joined elsewhere are not delivered here): the speaker neither answers nor is seen there.
 ///
+/// Every on-link mDNS response (QR bit set) is also handed to `on_response` with its
+/// source: other tasks learn from answers the responder receives anyway, such as a sender's
+/// DACP service announced by multicast only (RFC 6762 section 6 lets responders answer that
+/// way).
+///
+/// A message on `reload` (the daemon's SIGHUP) re-reads the interfaces at once instead of at
+/// the next 30 s rescan, and re-announces if they changed.
+///
 /// Errors only when the socket cannot be set up; per-packet errors are logged and survived.
 pub async fn run(
     mut service: Service,
     only: Vec<String>,
     shutdown: impl Future<Output = ()>,
+    mut on_response: impl FnMut(SocketAddr, &[u8]),
+    reload: Option<async_channel::Receiver<()>>,
 ) -> io::Result<()> {
     let restricted = !only.is_empty();
     let auto_addrs = service.addrs.is_empty();
@@ -195,15 +277,19 @@ pub async fn run(
     let sock = open_socket()?;
     if restricted {
         let zero: libc::c_int = 0;
-        let one: libc::c_int = 1;
         setsockopt(
             sock.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_MULTICAST_ALL,
             &zero,
         )?;
-        setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
     }
+    // The arrival interface of every packet, for the on-link check.
+    let one: libc::c_int = 1;
+    setsockopt(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, &one)?;
+    let mut nets = subnets().unwrap_or_default();
+    let mut nets_read = Instant::now();
+    let mut batch = 0usize;
     for i in &joined {
         join(sock.as_raw_fd(), i, true);
     }
@@ -218,8 +304,10 @@ pub async fn run(
     enum Event {
         Recv(io::Result<(usize, SocketAddr, Option<u32>)>),
         Timer,
+        Rescan(bool),
         Shutdown,
     }
+    let mut reload_rx = reload;
     loop {
         flush(&sock, &joined, &mut responder).await;
         let deadline = match (responder.poll_timeout(), next_scan) {
@@ -231,12 +319,10 @@ pub async fn run(
             Event::Shutdown
         };
         let recv = async {
-            Event::Recv(if restricted {
+            Event::Recv(
                 sock.read_with(|s| recv_pktinfo(s.as_raw_fd(), &mut buf))
-                    .await
-            } else {
-                sock.recv_from(&mut buf).await.map(|(n, a)| (n, a, None))
-            })
+                    .await,
+            )
         };
         let timer = async {
             match deadline {
@@ -247,18 +333,57 @@ pub async fn run(
             }
             Event::Timer
         };
-        match future::or(stop, future::or(recv, timer)).await {
+        let reload = async {
+            match &reload_rx {
+                Some(r) => Event::Rescan(r.recv().await.is_ok()),
+                None => future::pending().await,
+            }
+        };
+        let event = future::or(stop, future::or(recv, future::or(timer, reload))).await;
+        // A socket that always has a packet ready never makes the loop wait: give the
+        // other tasks their turn after a bounded batch.
+        batch += 1;
+        if batch >= BATCH {
+            batch = 0;
+            future::yield_now().await;
+        }
+        match event {
             Event::Shutdown => break,
             Event::Recv(Ok((_, src, Some(ifindex))))
-                if !joined.iter().any(|i| i.index == ifindex) =>
+                if restricted && !joined.iter().any(|i| i.index == ifindex) =>
             {
                 log::trace!("mdns: ignored a packet from {src} on interface {ifindex}");
             }
-            Event::Recv(Ok((n, src, _))) => responder.handle_input(Instant::now(), src, &buf[..n]),
+            Event::Recv(Ok((n, src, ifindex))) => {
+                let IpAddr::V4(ip) = src.ip() else { continue };
+                let ifindex = ifindex.unwrap_or(0);
+                if !on_link(ip, ifindex, &nets) && nets_read.elapsed() >= SUBNET_REFRESH {
+                    nets = subnets().unwrap_or_default();
+                    nets_read = Instant::now();
+                }
+                if on_link(ip, ifindex, &nets) {
+                    let packet = &buf[..n];
+                    // Header flags, RFC 1035 section 4.1.1: QR is the top bit of byte 2.
+                    if packet.get(2).is_some_and(|f| f & 0x80 != 0) {
+                        on_response(src, packet);
+                    }
+                    responder.handle_input(Instant::now(), src, packet);
+                } else {
+                    log::trace!("mdns: ignored a packet from off-link {src}");
+                }
+            }
             Event::Recv(Err(e)) => {
                 log::debug!("mdns: receive failed: {e}");
                 // A persistent error must not turn the loop into a busy spin.
                 Timer::after(Duration::from_millis(100)).await;
+            }
+            Event::Rescan(false) => reload_rx = None,
+            Event::Rescan(true) => {
+                log::info!("mdns: re-reading interfaces");
+                let now = Instant::now();
+                nets = subnets().unwrap_or_default();
+                nets_read = now;
+                rescan(&sock, &only, &mut joined, &mut responder, auto_addrs, now);
             }
             Event::Timer => {
                 let now = Instant::now();
@@ -481,6 +606,37 @@ mod tests {
         assert_eq!(parse_mac("00:1a:2b:3c:4d:5e:6f"), None);
         assert_eq!(parse_mac("zz:1a:2b:3c:4d:5e"), None);
         assert_eq!(parse_mac(""), None);
+    }
+
+    #[test]
+    fn on_link_is_the_arrival_interfaces_subnets() {
+        let nets = [
+            Subnet {
+                index: 2,
+                addr: Ipv4Addr::new(192, 168, 1, 1),
+                mask: Ipv4Addr::new(255, 255, 255, 0),
+            },
+            Subnet {
+                index: 2,
+                addr: Ipv4Addr::new(10, 0, 0, 1),
+                mask: Ipv4Addr::new(255, 0, 0, 0),
+            },
+            Subnet {
+                index: 3,
+                addr: Ipv4Addr::new(203, 0, 113, 7),
+                mask: Ipv4Addr::new(255, 255, 255, 252),
+            },
+        ];
+        assert!(on_link(Ipv4Addr::new(192, 168, 1, 77), 2, &nets));
+        assert!(on_link(Ipv4Addr::new(10, 200, 3, 4), 2, &nets));
+        assert!(on_link(Ipv4Addr::new(169, 254, 9, 9), 2, &nets));
+        // Off the subnet, or on another interface's subnet (a WAN address seen on the LAN).
+        assert!(!on_link(Ipv4Addr::new(192, 168, 2, 77), 2, &nets));
+        assert!(!on_link(Ipv4Addr::new(203, 0, 113, 5), 2, &nets));
+        assert!(!on_link(Ipv4Addr::new(192, 168, 1, 77), 3, &nets));
+        assert!(!on_link(Ipv4Addr::new(8, 8, 8, 8), 3, &nets));
+        assert!(!on_link(Ipv4Addr::new(192, 168, 1, 77), 0, &nets));
+        assert!(!subnets().unwrap().is_empty() || cfg!(not(target_os = "linux")));
     }
 
     #[test]

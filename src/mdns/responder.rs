@@ -48,6 +48,14 @@ const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 /// the speaker name and, after a rename, a suffix such as ` (2)`. Longer names are cut at a
 /// character boundary so that the label always fits; the suffix takes its room from the name.
 const MAX_NAME_BYTES: usize = super::MAX_ANNOUNCED_NAME_BYTES;
+/// Queries with more questions than this are dropped unparsed (a bound on the cost of one
+/// packet: real queriers ask a handful of questions and split long known-answer lists over
+/// several packets, RFC 6762 section 7.2, never their questions). avahi's limit on
+/// questions it processes per packet is in the same range.
+pub const MAX_QUESTIONS: usize = 64;
+/// Packets with more answer, authority and additional records than this are dropped
+/// unparsed: a known-answer list this long is a flood, not a querier.
+pub const MAX_RECORDS: usize = 256;
 
 /// One datagram to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +224,14 @@ impl Responder {
         if self.phase == Phase::Stopped {
             return;
         }
+        // The counts in the header bound the work before anything is parsed.
+        if let Some(h) = packet.get(4..12) {
+            let count = |i: usize| usize::from(u16::from_be_bytes([h[i], h[i + 1]]));
+            if count(0) > MAX_QUESTIONS || count(2) + count(4) + count(6) > MAX_RECORDS {
+                log::trace!("mdns: dropping an oversized packet from {src}");
+                return;
+            }
+        }
         let msg = match Packet::parse(packet) {
             Ok(m) => m,
             Err(e) => {
@@ -360,14 +376,14 @@ impl Responder {
         // multicast, and so is a QU query from this very host: unicast to port 5353 on the
         // same host reaches only one of the sockets sharing that port, maybe not the asker.
         let multicast_only = !msg.name_servers.is_empty() || self.is_local(src.ip());
+        // Each of our (few) records is looked at once per packet, however many questions
+        // ask for it: duplicates collapse here, and the known-answer check below runs per
+        // distinct record, not per question.
         let mut multicast = Vec::new();
         let mut unicast = Vec::new();
         for q in &msg.questions {
             let unicast_q = legacy || (q.unicast_response && !multicast_only);
             for rec in self.answers_for(q) {
-                if self.is_known_answer(msg, rec) {
-                    continue;
-                }
                 let list = if unicast_q {
                     &mut unicast
                 } else {
@@ -378,14 +394,21 @@ impl Responder {
                 }
             }
         }
+        multicast.retain(|r| !self.is_known_answer(msg, *r));
+        unicast.retain(|r| !self.is_known_answer(msg, *r));
         if legacy {
             if !unicast.is_empty() {
                 let (answers, additional) = self.build_answers(&unicast, msg, true);
-                let questions = msg
-                    .questions
-                    .iter()
-                    .map(|q| q.clone().into_owned())
-                    .collect();
+                // The questions echoed once each (a legacy querier asks one).
+                let mut questions: Vec<Question<'static>> = Vec::new();
+                for q in &msg.questions {
+                    if !questions
+                        .iter()
+                        .any(|e| e.qname == q.qname && e.qtype == q.qtype && e.qclass == q.qclass)
+                    {
+                        questions.push(q.clone().into_owned());
+                    }
+                }
                 log::debug!("mdns: legacy unicast answer to {src}");
                 self.queue_response(src, msg.id(), questions, answers, additional);
             }

@@ -70,8 +70,9 @@ impl SoftMixer {
 }
 
 /// Clamps an AirPlay dB value into `[-30, 0]`, or `MUTE_DB`. NaN is `None`: there is no sensible
-/// volume to take from it.
-fn clamp_airplay_db(db: f32) -> Option<f32> {
+/// volume to take from it. The RTSP session applies it to every `volume:` it receives, so
+/// what is stored, reported (`GET_PARAMETER`, `raopd status`) and played is the same value.
+pub fn clamp_airplay_db(db: f32) -> Option<f32> {
     if db.is_nan() {
         None
     } else if db <= MUTE_DB {

@@ -16,7 +16,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use async_io::{Async, Timer};
+use crate::reactor::{Async, Timer};
 
 use super::Sink;
 
@@ -297,7 +297,7 @@ mod tests {
         sink.start().unwrap();
         let mut w = Waiter::new(&mut sink);
         assert!(!w.has_fds());
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let t = Instant::now();
             let r = w
                 .wait(&mut sink, t + Duration::from_millis(30))
@@ -335,7 +335,7 @@ mod tests {
         assert!(!w.has_fds(), "epoll cannot watch /dev/null");
         let data = vec![0x1234i16; 2 * 4000];
         let mut written = 0;
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let t = Instant::now();
             // Paced by the 20 ms deadline, never hanging on the descriptor.
             for _ in 0..3 {
@@ -359,7 +359,7 @@ mod tests {
         let (mut sink, mut tx) = socket_sink(true);
         let mut w = Waiter::new(&mut sink);
         assert!(w.has_fds());
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let t = Instant::now();
             let poke = async {
                 Timer::after(Duration::from_millis(20)).await;
@@ -374,7 +374,7 @@ mod tests {
             assert!(took < Duration::from_secs(1), "{took:?}");
         });
         // Already ready: returns at once.
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let t = Instant::now();
             assert!(w.wait(&mut sink, t + Duration::from_secs(5)).await.unwrap());
             assert!(t.elapsed() < Duration::from_secs(1));
@@ -382,7 +382,7 @@ mod tests {
         let mut b = [0u8; 1];
         sink.rx.read_exact(&mut b).unwrap();
         // Nothing pending: times out at the deadline.
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let t = Instant::now();
             let r = w
                 .wait(&mut sink, t + Duration::from_millis(30))
@@ -397,7 +397,7 @@ mod tests {
     fn cancelled_wait_leaves_waiter_usable() {
         let (mut sink, mut tx) = socket_sink(true);
         let mut w = Waiter::new(&mut sink);
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             // Lose the race against a short timer, as against a socket receive.
             let t = Instant::now();
             let lost = futures_lite::future::or(
@@ -421,7 +421,7 @@ mod tests {
         let (mut sink, mut tx) = socket_sink(false);
         tx.write_all(b"always readable").unwrap();
         let mut w = Waiter::new(&mut sink);
-        smol::block_on(async {
+        crate::reactor::block_on(async {
             let t = Instant::now();
             let r = w
                 .wait(&mut sink, t + Duration::from_millis(60))

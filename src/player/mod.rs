@@ -12,9 +12,9 @@ use crate::codec::Decoder;
 use crate::crypto::AudioCipher;
 use crate::output::wait::SPURIOUS_BACKOFF;
 use crate::output::{Mixer, Sink, SoftMixer, Waiter};
+use crate::reactor::{Async, Timer};
 use crate::rtp::{self, payload_type as pt};
 use crate::rtsp::StreamSetup;
-use async_io::{Async, Timer};
 use futures_lite::Stream as _;
 use std::cell::RefCell;
 use std::future::Future as _;
@@ -47,13 +47,13 @@ pub struct Resources {
 /// them back when it ends, so a new stream waits for the old one to let go.
 #[derive(Clone)]
 pub struct Pool {
-    pub tx: smol::channel::Sender<Resources>,
-    pub rx: smol::channel::Receiver<Resources>,
+    pub tx: async_channel::Sender<Resources>,
+    pub rx: async_channel::Receiver<Resources>,
 }
 
 impl Pool {
     pub fn new(res: Resources) -> Self {
-        let (tx, rx) = smol::channel::bounded(1);
+        let (tx, rx) = async_channel::bounded(1);
         let _ = tx.try_send(res);
         Pool { tx, rx }
     }
@@ -182,7 +182,7 @@ pub async fn run(
     setup: StreamSetup,
     socks: Sockets,
     cfg: PlayerConfig,
-    cmds: smol::channel::Receiver<Cmd>,
+    cmds: async_channel::Receiver<Cmd>,
     pool: Pool,
     stats: Rc<RefCell<StreamStats>>,
     volume_db: f32,
@@ -225,7 +225,7 @@ async fn run_with(
     setup: StreamSetup,
     socks: Sockets,
     cfg: PlayerConfig,
-    cmds: smol::channel::Receiver<Cmd>,
+    cmds: async_channel::Receiver<Cmd>,
     stats: Rc<RefCell<StreamStats>>,
     volume_db: f32,
 ) -> End {
@@ -391,8 +391,10 @@ async fn run_with(
                 }
             }
         }
-        // Drain: every socket, ready or not while the output runs, until it would block.
-        s.drain(&socks, &mut abuf, &mut cbuf, &mut tbuf, now, buffer);
+        // Drain until they would block: the sockets that signalled, and the audio socket at
+        // every wakeup while it is taken in batches.
+        let which = [ready.timing, ready.control, ready.audio || batch];
+        s.drain(&socks, which, &mut abuf, &mut cbuf, &mut tbuf, now, buffer);
         match ready.cmd {
             None => {}
             Some(None) | Some(Some(Cmd::Stop)) => return End::Stopped,
@@ -533,27 +535,31 @@ impl Stream {
         }
     }
 
-    /// Reads every socket until it would block and feeds what came in to the cores.
+    /// Reads the sockets marked in `which` (timing, control, audio) until they would block
+    /// and feeds what came in to the cores.
+    #[allow(clippy::too_many_arguments)]
     fn drain(
         &mut self,
         socks: &Sockets,
+        which: [bool; 3],
         abuf: &mut [u8],
         cbuf: &mut [u8],
         tbuf: &mut [u8],
         now: Instant,
         buffer: &mut JitterBuffer,
     ) {
-        while let Some((n, from)) = recv(&socks.timing, tbuf) {
+        let [timing, control, audio] = which;
+        while let Some((n, from)) = timing.then(|| recv(&socks.timing, tbuf)).flatten() {
             if self.accept(from) {
                 self.on_timing(&tbuf[..n], now);
             }
         }
-        while let Some((n, from)) = recv(&socks.control, cbuf) {
+        while let Some((n, from)) = control.then(|| recv(&socks.control, cbuf)).flatten() {
             if self.accept(from) {
                 self.on_control(&mut cbuf[..n], now, buffer);
             }
         }
-        while let Some((n, from)) = recv(&socks.audio, abuf) {
+        while let Some((n, from)) = audio.then(|| recv(&socks.audio, abuf)).flatten() {
             if self.accept(from) {
                 self.on_audio(&mut abuf[..n], now, buffer, 0);
             }

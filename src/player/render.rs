@@ -107,6 +107,8 @@ pub struct Renderer {
     late_restart_at: Option<u32>,
     /// Added to every due instant: see the module docs.
     late_delay: Duration,
+    /// Frames of `scratch` the sink did not take yet (a short write): written first next time.
+    pending: std::ops::Range<usize>,
     scratch: Box<[i16]>,
     pub stats: RenderStats,
 }
@@ -141,6 +143,7 @@ impl Renderer {
             late_mark: 0,
             late_restart_at: None,
             late_delay: Duration::ZERO,
+            pending: 0..0,
             // One write's worth: the target fill plus an inserted frame.
             scratch: vec![0; (TARGET_FILL_MAX + 2) * 2].into_boxed_slice(),
             stats: RenderStats::default(),
@@ -149,6 +152,7 @@ impl Renderer {
 
     /// FLUSH / new stream: the next frame to play will be scheduled afresh.
     pub fn reset(&mut self) {
+        self.pending = 0..0;
         self.started = false;
         self.start_ts = None;
         self.error_ns = None;
@@ -213,7 +217,11 @@ impl Renderer {
             if due > now + lead {
                 return Ok(Some(due - lead));
             }
+            // Opening a sound card takes real time (tens of ms on a slow board): the padding
+            // is worked out from the moment it is open.
+            let opening = Instant::now();
             sink.start()?;
+            let now = now + opening.elapsed();
             let st = sink.status(now)?;
             // The next frame written sounds after what is queued: pad or skip so that
             // frame `start_ts` sounds exactly at `due`.
@@ -236,6 +244,17 @@ impl Renderer {
                 self.skip(late, buffer);
             }
             log::debug!("first frame {start_ts} scheduled");
+        }
+        if !self.pending.is_empty() {
+            // What the sink did not take last time goes first, so nothing is lost.
+            let (a, b) = (self.pending.start, self.pending.end);
+            let w = sink.write(now, &self.scratch[a * 2..b * 2])?;
+            self.stats.frames_written += w as u64;
+            self.written_since_start += w as u64;
+            self.pending.start += w;
+            if !self.pending.is_empty() {
+                return Ok(Some(now + Duration::from_millis(2)));
+            }
         }
         let st = sink.status(now)?;
         // Decided once per start, two chunks in: later, an empty device is an underrun,
@@ -281,6 +300,7 @@ impl Renderer {
             );
             sink.stop();
             self.started = false;
+            self.pending = 0..0;
             self.start_ts = Some(self.next_ts);
             self.error_ns = None;
             self.far = false;
@@ -338,7 +358,8 @@ impl Renderer {
             self.stats.frames_written += w as u64;
             self.written_since_start += w as u64;
             if w < total {
-                log::debug!("sink took {w} of {total} frames");
+                log::debug!("sink took {w} of {total} frames; the rest goes next");
+                self.pending = w..total;
             }
             fill += w;
         }
@@ -390,6 +411,7 @@ impl Renderer {
         );
         sink.stop();
         self.started = false;
+        self.pending = 0..0;
         self.start_ts = Some(ts);
         self.error_ns = None;
         self.far = false;

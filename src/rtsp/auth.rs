@@ -53,7 +53,9 @@ pub fn verify(header: &str, method: &str, password: &str, nonce: &str) -> bool {
     ) else {
         return false;
     };
-    if n != nonce {
+    // A nonce is this connection's alone (see `Session`): one issued on another connection,
+    // or by another daemon, is refused.
+    if !ct_eq(n.as_bytes(), nonce.as_bytes()) {
         return false;
     }
     let ha1 = md5_hex(&[
@@ -65,7 +67,19 @@ pub fn verify(header: &str, method: &str, password: &str, nonce: &str) -> bool {
     ]);
     let ha2 = md5_hex(&[method.as_bytes(), b":", uri.as_bytes()]);
     let expect = md5_hex(&[ha1.as_bytes(), b":", nonce.as_bytes(), b":", ha2.as_bytes()]);
-    expect.eq_ignore_ascii_case(resp)
+    // Hex digits in either case; compared in constant time.
+    ct_eq(expect.as_bytes(), resp.to_ascii_lowercase().as_bytes())
+}
+
+/// Equality whose time depends only on the lengths, not on where the bytes differ, so a
+/// remote guesser learns nothing from response times.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // Keep the optimiser from turning the fold into an early exit.
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -94,6 +108,19 @@ mod tests {
             "secret",
             "abc123"
         ));
+    }
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(ct_eq(b"", b""));
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        // Upper-case hex in the response is the same answer.
+        let h = answer("iTunes", "secret", "abc123", "OPTIONS", "*");
+        let (head, resp) = h.rsplit_once("response=\"").unwrap();
+        let upper = format!("{head}response=\"{}", resp.to_uppercase());
+        assert!(verify(&upper, "OPTIONS", "secret", "abc123"));
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl Session {
     pub fn frame_error(&self, e: &FrameError) -> Response {
         log::info!("{}: bad request: {} {}", self.info.peer, e.status, e.reason);
         let mut r = status(e.status, e.reason);
+        if let Some(cseq) = &e.cseq {
+            r.headers.push(("CSeq".into(), cseq.clone()));
+        }
         r.close = e.fatal;
         r.headers.push(("Server".into(), self.server.clone()));
         r
@@ -224,7 +227,7 @@ impl Session {
                 }
             }
             // pyatv probes these; neither matters to an AirPlay 1 receiver.
-            "POST" if req.uri == "/feedback" => Response::ok(),
+            "POST" if req.path() == "/feedback" => Response::ok(),
             "GET" | "POST" => status(404, "Not Found"),
             "PAUSE" => Response::ok(),
             _ => status(501, "Not Implemented"),
@@ -297,25 +300,32 @@ impl Session {
             return status(455, "Method Not Valid In This State");
         };
         let transport = req.header("Transport").unwrap_or("");
-        let param = |name: &str| -> Option<u16> {
-            transport.split(';').find_map(|p| {
-                p.trim()
-                    .strip_prefix(name)?
-                    .strip_prefix('=')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        };
         if transport.to_ascii_uppercase().contains("TCP") {
             return status(461, "Unsupported Transport (only UDP)");
         }
+        // Normalised here, once: a port is 1..=65535, or absent (0 also means absent, as
+        // senders without a control channel send it). Anything else is refused rather than
+        // silently taken as "no port".
+        let port = |name: &str| -> Result<u16, ()> {
+            let value = transport.split(';').find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+            });
+            match value {
+                None => Ok(0),
+                Some(v) => v.parse::<u16>().map_err(|_| ()),
+            }
+        };
+        let (Ok(control_port), Ok(timing_port)) = (port("control_port"), port("timing_port"))
+        else {
+            return status(400, "Bad Request (Transport port not in 0..65535)");
+        };
         let setup = StreamSetup {
             format: a.format.clone(),
             aes: self.aes,
             client_ip: self.info.peer.ip(),
-            client_control_port: param("control_port").unwrap_or(0),
-            client_timing_port: param("timing_port").unwrap_or(0),
+            client_control_port: control_port,
+            client_timing_port: timing_port,
             min_latency: a.min_latency,
             max_latency: a.max_latency,
             airplay_version: self.airplay_version,
@@ -362,9 +372,17 @@ impl Session {
                         continue;
                     };
                     match name.trim() {
-                        "volume" => match value.trim().parse::<f32>() {
-                            Ok(v) if v.is_finite() => io.set_volume(v),
-                            _ => return status(400, "Bad Request (volume is not a number)"),
+                        // Normalised here, once: everything downstream (mixer, stored
+                        // volume, GET_PARAMETER, status) sees -30..0 or -144.
+                        "volume" => match value
+                            .trim()
+                            .parse::<f32>()
+                            .ok()
+                            .filter(|v| v.is_finite())
+                            .and_then(crate::output::volume::clamp_airplay_db)
+                        {
+                            Some(v) => io.set_volume(v),
+                            None => return status(400, "Bad Request (volume is not a number)"),
                         },
                         "progress" => {
                             let n: Vec<u32> = value
@@ -373,6 +391,13 @@ impl Session {
                                 .filter_map(|x| x.parse().ok())
                                 .collect();
                             if let [s, c, e] = n[..] {
+                                // RTP timestamps wrap: a current position outside
+                                // start..end (modulo 2^32) is taken as the end.
+                                let c = if c.wrapping_sub(s) > e.wrapping_sub(s) {
+                                    e
+                                } else {
+                                    c
+                                };
                                 io.progress(s, c, e);
                             } else {
                                 return status(

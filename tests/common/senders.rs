@@ -40,6 +40,10 @@ pub struct PyatvOpts {
     pub dacp_id: Option<String>,
     /// `Active-Remote` to send instead of pyatv's random one.
     pub active_remote: Option<u32>,
+    /// 2 s into the stream, send cover art of this many bytes on pyatv's RTSP connection,
+    /// then `volume: 0.300000` and `GET_PARAMETER volume`; the answers are printed on a
+    /// `mid-stream:` line of the output.
+    pub mid_stream_artwork: Option<usize>,
 }
 
 impl PyatvOpts {
@@ -278,6 +282,9 @@ pub fn pyatv_spawn(
     }
     if let Some(n) = opts.active_remote {
         args.push(format!("--active-remote={n}"));
+    }
+    if let Some(n) = opts.mid_stream_artwork {
+        args.push(format!("--mid-stream-artwork={n}"));
     }
     let limit = Duration::from_secs_f64(wav_seconds(wav) + 30.0);
     spawn_timed(ns, "pyatv", &args, limit, log_dir.join("pyatv.out"), None)

@@ -46,6 +46,14 @@ def parse_args():
         "DACP responder can be announced under it",
     )
     p.add_argument("--active-remote", type=int, help="Active-Remote to send instead of a random one")
+    p.add_argument(
+        "--mid-stream-artwork",
+        type=int,
+        metavar="BYTES",
+        help="2 s into the stream, send cover art of this size (SET_PARAMETER image/jpeg) on "
+        "pyatv's RTSP connection, then 'volume: 0.300000', then GET_PARAMETER volume; print "
+        "one 'mid-stream:' line with the answers",
+    )
     p.add_argument("--debug", action="store_true", help="pyatv debug log on stderr")
     return p.parse_args()
 
@@ -55,6 +63,39 @@ def drop_fmtp_line():
     template = pyatv.support.rtsp.ANNOUNCE_PAYLOAD
     kept = [line for line in template.split("\r\n") if line and not line.startswith("a=fmtp")]
     pyatv.support.rtsp.ANNOUNCE_PAYLOAD = "".join(line + "\r\n" for line in kept)
+
+
+SESSIONS = []
+
+
+def keep_sessions():
+    """Remembers every RtspSession pyatv creates, to send extra requests on its connection."""
+    init = pyatv.support.rtsp.RtspSession.__init__
+
+    def patched(self, *a, **kw):
+        init(self, *a, **kw)
+        SESSIONS.append(self)
+
+    pyatv.support.rtsp.RtspSession.__init__ = patched
+
+
+async def mid_stream(artwork_bytes):
+    """What a sender with big cover art does in the middle of a stream (see --mid-stream-artwork)."""
+    await asyncio.sleep(2.0)
+    rtsp = SESSIONS[-1]
+    art = b"\xff\xd8\xff\xe0" + bytes(i % 251 for i in range(artwork_bytes - 4))
+    r1 = await rtsp.exchange("SET_PARAMETER", content_type="image/jpeg", body=art, allow_error=True)
+    r2 = await rtsp.exchange(
+        "SET_PARAMETER", content_type="text/parameters", body="volume: 0.300000\r\n", allow_error=True
+    )
+    r3 = await rtsp.exchange(
+        "GET_PARAMETER", content_type="text/parameters", body="volume\r\n", allow_error=True
+    )
+    body = r3.body.decode() if isinstance(r3.body, bytes) else str(r3.body)
+    print(
+        f"mid-stream: artwork {r1.code}; volume {r2.code}; get {r3.code} {body.strip()!r}",
+        flush=True,
+    )
 
 
 def fix_remote_ids(dacp_id, active_remote):
@@ -92,7 +133,12 @@ async def stream(args):
             # pyatv keeps volume in percent and maps 0..100 % linearly onto -30..0 dB.
             await atv.audio.set_volume(dbfs_to_pct(args.volume_db))
         connected = time.monotonic()
+        extra = None
+        if args.mid_stream_artwork:
+            extra = asyncio.ensure_future(mid_stream(args.mid_stream_artwork))
         await atv.stream.stream_file(args.file, metadata=metadata)
+        if extra is not None:
+            await extra
         done = time.monotonic()
         print(f"pyatv: connect {connected - started:.3f} s, stream {done - connected:.3f} s", flush=True)
     finally:
@@ -104,6 +150,8 @@ def main():
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     if args.no_fmtp:
         drop_fmtp_line()
+    if args.mid_stream_artwork:
+        keep_sessions()
     if args.dacp_id is not None or args.active_remote is not None:
         fix_remote_ids(args.dacp_id, args.active_remote)
     try:

@@ -807,3 +807,51 @@ fn malformed_packets_are_ignored_without_panic() {
     );
     assert_eq!(drain(&mut r, later).len(), 1);
 }
+
+#[test]
+fn duplicate_questions_collapse_and_oversized_queries_are_dropped() {
+    let (mut r, now) = announced();
+    // The flood seen in the field: the speaker's own names asked over and over.
+    let names = [
+        ("_raop._tcp.local", TYPE::PTR),
+        (INSTANCE, TYPE::SRV),
+        (INSTANCE, TYPE::TXT),
+    ];
+    let qs: Vec<(&str, TYPE, bool)> = (0..super::MAX_QUESTIONS)
+        .map(|i| (names[i % 3].0, names[i % 3].1, false))
+        .collect();
+    r.handle_input(now, peer(5353), &query(0, &qs));
+    let out = drain(&mut r, now);
+    assert_eq!(out.len(), 1, "one answer packet");
+    let p = parse(&out[0]);
+    assert_eq!(p.answers.len(), 3, "each record once: {:?}", p.answers);
+    // Legacy: the echoed question section is collapsed too.
+    r.handle_input(now, peer(40000), &query(7, &qs));
+    let out = drain(&mut r, now);
+    assert_eq!(out.len(), 1);
+    let p = parse(&out[0]);
+    assert_eq!((p.questions.len(), p.answers.len()), (3, 3));
+    // Beyond the cap: dropped before parsing, nothing sent.
+    let many: Vec<(&str, TYPE, bool)> = (0..=super::MAX_QUESTIONS)
+        .map(|i| (names[i % 3].0, names[i % 3].1, false))
+        .collect();
+    r.handle_input(now, peer(5353), &query(0, &many));
+    assert!(drain(&mut r, now).is_empty());
+    let mut p = Packet::new_query(0);
+    p.questions.push(Question::new(
+        name("_raop._tcp.local"),
+        TYPE::PTR.into(),
+        CLASS::IN.into(),
+        false,
+    ));
+    for i in 0..=super::MAX_RECORDS {
+        p.answers.push(ResourceRecord::new(
+            name("_raop._tcp.local"),
+            CLASS::IN,
+            4500,
+            RData::PTR(PTR(name(&format!("x{i}._raop._tcp.local")))),
+        ));
+    }
+    r.handle_input(now, peer(5353), &p.build_bytes_vec().unwrap());
+    assert!(drain(&mut r, now).is_empty());
+}

@@ -296,3 +296,192 @@ fn airplay_version_from_user_agent() {
     assert_eq!(super::airplay_version("AirPlay/x.1"), None);
     assert_eq!(super::airplay_version(""), None);
 }
+
+fn set_volume(s: &mut Session, io: &mut Recorder, value: &str) -> Response {
+    let body = format!("volume: {value}\r\n");
+    let raw = format!("SET_PARAMETER * RTSP/1.0\r\nCSeq: 9\r\nContent-Type: text/parameters\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    s.handle(&req(&raw), &AirportKey::load(), io)
+}
+
+#[test]
+fn volume_is_normalised_once_at_the_boundary() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    // What is stored (and reported by GET_PARAMETER / status) is what the mixer applies.
+    for (sent, stored) in [
+        ("0.300000", 0.0),
+        ("-200", -144.0),
+        ("-144.000000", -144.0),
+        ("-100", -30.0),
+        ("-31", -30.0),
+        ("-15.25", -15.25),
+        ("1e9", 0.0),
+    ] {
+        assert_eq!(set_volume(&mut s, &mut io, sent).status, 200, "{sent}");
+        assert_eq!(io.volume, stored, "volume: {sent}");
+    }
+    for bad in ["NaN", "inf", "loud", ""] {
+        assert_eq!(set_volume(&mut s, &mut io, bad).status, 400, "{bad}");
+    }
+    assert_eq!(io.volume, 0.0, "a refused volume changes nothing");
+}
+
+#[test]
+fn progress_outside_the_track_is_taken_as_its_end() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    for (sent, want) in [
+        ("100/200/300", "progress 100 200 300"),
+        ("100/400/300", "progress 100 300 300"),
+        ("100/50/300", "progress 100 300 300"),
+        // Wrapping around 2^32 inside the track is fine.
+        ("4294967200/10/500", "progress 4294967200 10 500"),
+    ] {
+        let body = format!("progress: {sent}\r\n");
+        let raw = format!("SET_PARAMETER * RTSP/1.0\r\nContent-Type: text/parameters\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        assert_eq!(s.handle(&req(&raw), &key, &mut io).status, 200);
+        assert_eq!(io.events.last().map(String::as_str), Some(want));
+    }
+}
+
+#[test]
+fn teardown_with_an_empty_uri_ends_the_stream_and_echoes_cseq() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    let r = s.handle(
+        &req("TEARDOWN  RTSP/1.0\r\nCSeq: 42\r\n\r\n"),
+        &key,
+        &mut io,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.get_header("CSeq"), Some("42"));
+    assert!(!s.holds_speaker());
+    assert_eq!(io.events.last().map(String::as_str), Some("teardown"));
+}
+
+fn digest(nonce: &str, method: &str, pw: &str) -> String {
+    let ha1 = crate::crypto::md5_hex(&[format!("iTunes:raop:{pw}").as_bytes()]);
+    let ha2 = crate::crypto::md5_hex(&[format!("{method}:*").as_bytes()]);
+    let r = crate::crypto::md5_hex(&[format!("{ha1}:{nonce}:{ha2}").as_bytes()]);
+    format!("Digest username=\"iTunes\", realm=\"raop\", nonce=\"{nonce}\", uri=\"*\", response=\"{r}\"")
+}
+
+fn nonce_of(r: &Response) -> String {
+    let chal = r.get_header("WWW-Authenticate").unwrap();
+    chal.split('"').nth(3).unwrap().to_string()
+}
+
+#[test]
+fn nonces_are_bound_to_their_connection() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut a = Session::new(info(Some("secret")));
+    let mut b = Session::new(info(Some("secret")));
+    let ra = a.handle(&req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io);
+    let rb = b.handle(&req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io);
+    let (na, nb) = (nonce_of(&ra), nonce_of(&rb));
+    assert_ne!(na, nb, "every connection gets its own nonce");
+    // A's right answer, replayed on B, is refused; B's own works.
+    let replay = format!(
+        "OPTIONS * RTSP/1.0\r\nAuthorization: {}\r\n\r\n",
+        digest(&na, "OPTIONS", "secret")
+    );
+    assert_eq!(b.handle(&req(&replay), &key, &mut io).status, 401);
+    assert_eq!(a.handle(&req(&replay), &key, &mut io).status, 200);
+    let own = format!(
+        "OPTIONS * RTSP/1.0\r\nAuthorization: {}\r\n\r\n",
+        digest(&nb, "OPTIONS", "secret")
+    );
+    assert_eq!(b.handle(&req(&own), &key, &mut io).status, 200);
+}
+
+#[test]
+fn nothing_changes_before_authentication() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(Some("secret")));
+    let sdp = SDP_L16;
+    let requests = [
+        announce(1, sdp),
+        req("SETUP rtsp://x/1 RTSP/1.0\r\nTransport: RTP/AVP/UDP;unicast;control_port=1;timing_port=2\r\n\r\n"),
+        req("RECORD rtsp://x/1 RTSP/1.0\r\n\r\n"),
+        req("SET_PARAMETER * RTSP/1.0\r\nContent-Type: text/parameters\r\nContent-Length: 11\r\n\r\nvolume: -5\n"),
+        req("SET_PARAMETER * RTSP/1.0\r\nContent-Type: image/jpeg\r\nContent-Length: 3\r\n\r\nabc"),
+        req("FLUSH * RTSP/1.0\r\n\r\n"),
+        req("TEARDOWN * RTSP/1.0\r\n\r\n"),
+        req("GET_PARAMETER * RTSP/1.0\r\nContent-Length: 7\r\n\r\nvolume\n"),
+    ];
+    for r in &requests {
+        let resp = s.handle(r, &key, &mut io);
+        assert_eq!(resp.status, 401, "{} before authentication", r.method);
+        assert!(resp.body.is_empty());
+    }
+    // Wrong passwords and garbage Authorization headers change nothing either.
+    let n = nonce_of(&s.handle(&req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io));
+    for auth in [
+        digest(&n, "ANNOUNCE", "wrong"),
+        digest(&n, "OPTIONS", "secret"), // answer for another method
+        "Digest".to_string(),
+        format!("Digest nonce=\"{n}\", response=\"\""),
+        "Basic aVR1bmVzOnNlY3JldA==".to_string(),
+    ] {
+        let mut r = announce(2, sdp);
+        r.headers.push(("Authorization".into(), auth.clone()));
+        assert_eq!(s.handle(&r, &key, &mut io).status, 401, "{auth}");
+    }
+    assert!(io.events.is_empty(), "{:?}", io.events);
+    assert!(!s.holds_speaker());
+    let mut r = announce(3, sdp);
+    r.headers
+        .push(("Authorization".into(), digest(&n, "ANNOUNCE", "secret")));
+    assert_eq!(s.handle(&r, &key, &mut io).status, 200);
+}
+
+/// Transport ports from the network are normalised at the boundary: out of range or not a
+/// number is refused with 400 (not silently taken as "no port"), absent or 0 is "none", the
+/// parameter names are matched whole and case-insensitively.
+#[test]
+fn transport_ports_are_checked_at_the_boundary() {
+    let key = AirportKey::load();
+    let setup = |transport: &str| {
+        let mut io = Recorder::default();
+        let mut s = Session::new(info(None));
+        assert_eq!(s.handle(&announce(1, SDP_L16), &key, &mut io).status, 200);
+        let r = s.handle(
+            &req(&format!(
+                "SETUP rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n"
+            )),
+            &key,
+            &mut io,
+        );
+        (r.status, io.events.last().cloned().unwrap_or_default())
+    };
+    for bad in [
+        "RTP/AVP/UDP;unicast;control_port=70000;timing_port=6002",
+        "RTP/AVP/UDP;unicast;control_port=6001;timing_port=65536",
+        "RTP/AVP/UDP;unicast;control_port=-1;timing_port=6002",
+        "RTP/AVP/UDP;unicast;control_port=6001;timing_port=abc",
+        "RTP/AVP/UDP;unicast;control_port=;timing_port=6002",
+    ] {
+        assert_eq!(setup(bad).0, 400, "{bad}");
+    }
+    assert_eq!(
+        setup("RTP/AVP/UDP;unicast;mode=record;CONTROL_PORT= 6001 ;timing_port=65535"),
+        (200, "setup L16 false 6001 65535".to_string())
+    );
+    assert_eq!(
+        setup("RTP/AVP/UDP;unicast;mode=record"),
+        (200, "setup L16 false 0 0".to_string())
+    );
+    // A longer name that starts with the wanted one is another parameter.
+    assert_eq!(
+        setup("RTP/AVP/UDP;unicast;control_portx=5;control_port=6001;timing_port=0"),
+        (200, "setup L16 false 6001 0".to_string())
+    );
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The firmware image test (issue 13): builds the mipsel-musl binary if missing, the image
+# (scripts/build-image.sh), boots it under qemu-system-mipsel and runs tests/image.rs's main
+# test: bit-exact capture from the kernel loopback (pyatv, PulseAudio), mDNS seen from the host
+# side, poll descriptors, a 30 s stream's sync statistics, withdrawal on SIGTERM and power-off.
+# Not yet part of scripts/test.sh: it fails on the late start described in the README
+# ("Firmware image"). The 3-minute stream is scripts/image-soak.sh.
+#
+#   sudo scripts/image-test.sh
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+bash scripts/setup-test-deps.sh
+bash scripts/setup-mips.sh
+t=mipsel-unknown-linux-musl
+[ -x "${CARGO_TARGET_DIR:-target}/$t/release/raopd" ] || bash scripts/build-mips.sh "$t"
+exec cargo test --test image firmware_image_boots_plays_and_announces -- --ignored --nocapture
