@@ -80,6 +80,10 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
   mips_targets=${RAOPD_MIPS_TARGETS:-"mips-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-gnu mipsel-unknown-linux-gnu"}
   stage "MIPS: setup"
   bash scripts/setup-mips.sh
+  # uClibc: every crate compiles for both triples (nothing can be linked here: no uClibc
+  # toolchain is to be had; docs/mips.md gives the link step with an SDK).
+  stage "MIPS: uClibc compile check"
+  bash scripts/check-uclibc.sh || rc=$?
   stage "MIPS: build $mips_targets"
   # shellcheck disable=SC2086
   bash scripts/build-mips.sh $mips_targets
