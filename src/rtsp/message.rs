@@ -311,8 +311,8 @@ mod tests {
         let raw = b"ANNOUNCE rtsp://127.0.0.1/3178504324 RTSP/1.0\r\nCSeq: 1\rP rtsp://127.0.0.1/1155986552 RTSP/1.0\r\nCSeq: 2\r\n\r\n";
         let e = parse_request(raw).unwrap_err();
         assert_eq!(e.status, 400);
-        // Refused without echoing the broken CSeq, and the request is skipped.
-        assert_eq!(e.cseq, None);
+        // Refused echoing only the well-formed CSeq, and the request is skipped.
+        assert_eq!(e.cseq.as_deref(), Some("2"));
         assert_eq!(e.skip, raw.len());
         // A CR before the line end is white space, as before.
         let (r, _) = parse_request(b"OPTIONS * RTSP/1.0\r\nCSeq: 7 \r\r\n\r\n")
