@@ -64,6 +64,11 @@ cargo fmt --all -- --check
 stage "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+# The fuzz targets (fuzz/, run by scripts/fuzz.sh) are compiled so that none rots; running
+# each for a few seconds (scripts/fuzz.sh --smoke) needs an ASan build of ~5 minutes.
+stage "fuzz targets compile"
+(cd fuzz && cargo check --bins --quiet)
+
 stage "cargo test (unit, integration, end-to-end)"
 rc=0
 run_tests host || rc=$?

@@ -209,6 +209,7 @@ impl fmt::Display for ProbeError {
 }
 
 /// strerror's text for `errno`, without std's ` (os error N)` tail.
+#[cfg_attr(not(feature = "alsa"), allow(dead_code))]
 fn errno_text(errno: i32) -> String {
     let s = io::Error::from_raw_os_error(errno).to_string();
     match s.rfind(" (os error ") {
@@ -247,6 +248,7 @@ fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
     Err(alsa_verdict(dev, &e, failure))
 }
 
+#[cfg_attr(not(feature = "alsa"), allow(dead_code))]
 const LIST_HINT: &str = "`aplay -L` lists the ALSA device names, `aplay -l` the cards";
 
 /// The verdict for a failed ALSA open, with the hint that fits the failure.
