@@ -354,3 +354,53 @@ fn metadata_from_a_sender_shows_in_status() {
         assert!(seen.contains(want), "{want} missing from status: {seen}");
     }
 }
+
+/// Statistics belong to one stream: two pyatv streams one after the other into one daemon each
+/// report their own packets (the jitter buffer and the sink outlive streams; their counters
+/// must not add up).
+#[test]
+fn statistics_start_from_zero_for_every_stream() {
+    common::require_env();
+    let _serial = common::serial();
+    let dir = TestDir::new("sessions_stats_reset");
+    let ns = Netns::new();
+    let port = 5312;
+    let out = dir.join("out.raw");
+    let output = format!("sim:{}:+0ppm", out.display());
+    let mut raopd = Daemon::start(
+        &ns,
+        dir.path(),
+        port,
+        &["--name", "stats", "--no-mdns", "--output", &output],
+    );
+    let _log = common::LogOnPanic(raopd.log_path().to_path_buf());
+    let wav = dir.join("noise.wav");
+    audio::make_noise_wav(&wav, 2.0, 1.0);
+    let received = |log: &str| -> Vec<u64> {
+        log.lines()
+            .filter(|l| l.contains("stream summary:"))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix("received="))?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    for (i, name) in ["first", "second"].into_iter().enumerate() {
+        senders::pyatv_stream(&ns, HOST, port, &wav, &subdir(&dir, name), &opts(None)).assert_ok();
+        assert!(
+            common::wait_until(Duration::from_secs(10), || received(&raopd.log()).len() > i),
+            "no stream summary after the {name} stream"
+        );
+    }
+    let counts = received(&raopd.log());
+    assert!(raopd.is_running(), "raopd died");
+    raopd.stop();
+    let (a, b) = (counts[0], counts[1]);
+    assert!(a > 200, "first stream: {a} packets");
+    assert!(
+        b < a + a / 4,
+        "the second stream reports {b} packets, the first {a}: counters add up across streams"
+    );
+}

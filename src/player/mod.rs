@@ -174,6 +174,8 @@ struct Stream {
     stats: Rc<RefCell<StreamStats>>,
     last_heard: Instant,
     first_packet_seen: bool,
+    /// The sink's underrun count when the stream started.
+    underruns_before: u64,
 }
 
 /// Runs one stream until it is stopped, times out or its sink fails. Takes the
@@ -233,6 +235,9 @@ async fn run_with(
     let Resources { sink, buffer } = res;
     let sink: &mut dyn Sink = sink.as_mut();
     buffer.reset(setup.format.frames_per_packet as usize);
+    // The buffer and the sink outlive the stream: its statistics start from zero.
+    buffer.stats = Default::default();
+    let underruns_before = sink.underruns();
     let decoder = match Decoder::new(&setup.format) {
         Ok(d) => d,
         Err(e) => {
@@ -270,6 +275,7 @@ async fn run_with(
         stats,
         last_heard: now,
         first_packet_seen: false,
+        underruns_before,
     };
     let mut abuf = vec![0u8; 2048];
     let mut cbuf = vec![0u8; 2048];
@@ -603,7 +609,7 @@ impl Stream {
         let mut st = self.stats.borrow_mut();
         st.buffer = buffer.stats;
         st.render = self.renderer.stats;
-        st.underruns = sink.underruns();
+        st.underruns = sink.underruns().saturating_sub(self.underruns_before);
         st.clock = Some(self.clock.stats());
     }
 }
