@@ -16,22 +16,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup-build: installing ${missing[*]}"
-  # A private download dir: other apt users on the machine keep their cache lock.
-  debs=$(mktemp -d)
-  trap 'rm -rf "$debs"' EXIT
-  mkdir -p "$debs/partial"
-  chmod 755 "$debs"  # apt downloads as the unprivileged _apt user
-  apt=(apt-get -q -o DPkg::Lock::Timeout=300 -o "Dir::Cache::archives=$debs")
-  export DEBIAN_FRONTEND=noninteractive
-  "${apt[@]}" update
-  "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/apt-install.sh
+. "$repo/scripts/apt-install.sh"
+apt_install setup-build "${APT_PACKAGES[@]}"
 
 need=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$repo/Cargo.toml")
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"

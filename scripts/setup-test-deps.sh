@@ -41,24 +41,9 @@ if [ "$(id -u)" != 0 ]; then
   exit 2
 fi
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup-test-deps: installing ${missing[*]}"
-  # A private download dir: other apt users on the machine keep their cache lock.
-  debs=$(mktemp -d)
-  trap 'rm -rf "$debs"' EXIT
-  mkdir -p "$debs/partial"
-  chmod 755 "$debs"  # apt downloads as the unprivileged _apt user
-  apt=(apt-get -q -o DPkg::Lock::Timeout=300 -o "Dir::Cache::archives=$debs")
-  export DEBIAN_FRONTEND=noninteractive
-  "${apt[@]}" update
-  "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
-else
-  echo "setup-test-deps: apt packages present"
-fi
+# shellcheck source=scripts/apt-install.sh
+. "$repo/scripts/apt-install.sh"
+apt_install setup-test-deps "${APT_PACKAGES[@]}"
 
 # Rust (with rustup when cargo is missing or older than the crate's rust-version), the ALSA
 # headers and alsa-utils: the same script the README's build command runs.
