@@ -10,31 +10,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::audio;
 use common::compare::assert_bit_exact;
 use common::daemon::{Daemon, FifoCapture};
-use common::netns::Netns;
+use common::netns::{in_netns, Netns};
 use common::senders::{self, PyatvOpts};
 use common::TestDir;
 
 const PORT: u16 = 5201;
-
-/// Runs `f` on a thread that has joined `ns`'s network namespace.
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        // SAFETY: setns on this thread only; the fd is valid for the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
-}
 
 /// Sends raw bytes on a fresh connection; returns the status code of the first response
 /// line (None if the daemon closed without answering).

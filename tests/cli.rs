@@ -12,14 +12,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::audio;
 use common::compare::assert_bit_exact;
 use common::daemon::{self, Daemon};
-use common::netns::{signal, Netns};
+use common::netns::{in_netns, signal, Netns};
 use common::senders::{self, PyatvOpts};
 use common::{wait_until, TestDir};
 
@@ -285,20 +284,6 @@ fn a_device_that_cannot_take_the_format_gets_the_plug_hint() {
         "{err}"
     );
     assert!(err.contains("choose another --port"), "{err}");
-}
-
-/// Runs `f` on a thread that has joined `ns`'s network namespace.
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        // SAFETY: setns on this thread only; the fd is valid for the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
 }
 
 /// The status line of the answer to an L16 ANNOUNCE on a fresh connection.

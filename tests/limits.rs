@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::audio::{self, Frame};
 use common::compare::assert_bit_exact;
 use common::daemon::{Daemon, FifoCapture};
-use common::netns::Netns;
+use common::netns::{in_netns, Netns};
 use common::senders::{self, PyatvOpts};
 use common::TestDir;
 
@@ -52,10 +52,6 @@ fn spawn_in<T: Send + 'static>(
         enter(&name);
         f()
     })
-}
-
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    spawn_in(ns, f).join().expect("netns thread panicked")
 }
 
 /// The daemon's resident memory in KiB, from /proc/PID/status.

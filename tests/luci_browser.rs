@@ -32,14 +32,13 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::netns::Netns;
+use common::netns::{in_netns, Netns};
 use common::senders::{self, PyatvOpts};
 use common::{audio, TestDir};
 
@@ -57,22 +56,6 @@ const NEW_NAME: &str = "Küche 2";
 const PAGE: &str = "/cgi-bin/luci/admin/services/raopd";
 
 // ----- the test's own network access inside the namespace ------------------------------------
-
-/// Runs `f` on a thread that has joined `ns`'s network namespace: sockets it creates live there.
-fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            // SAFETY: setns(2) with a valid namespace fd; it changes only this thread.
-            let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
-    })
-}
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` in `ns`; returns status and body.
 fn http(ns: &Netns, port: u16, method: &str, path: &str, body: &str) -> (u16, String) {

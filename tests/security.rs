@@ -9,31 +9,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
 use common::daemon::Daemon;
-use common::netns::Netns;
+use common::netns::{in_netns, Netns};
 use common::TestDir;
 
 use md5::{Digest, Md5};
 
 const PORT: u16 = 5441;
 const PASSWORD: &str = "s3cret";
-
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        // SAFETY: setns on this thread only; the fd is valid for the call.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
-}
 
 fn md5_hex(s: &str) -> String {
     Md5::digest(s.as_bytes())

@@ -320,3 +320,21 @@ publish-workstation=no
 [reflector]
 [rlimits]
 ";
+
+/// Runs `f` on a thread that has joined `ns`'s network namespace (setns(2) changes only the
+/// calling thread), for test code that opens its own sockets there.
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    let path = format!("/var/run/netns/{}", ns.name());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns(2) with a valid namespace fd; it changes only this thread.
+            let r =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    })
+}
