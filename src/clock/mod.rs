@@ -48,8 +48,10 @@
 //! runtime fire late while the RTP timestamp stays exact). One statement must not move the
 //! schedule, so only the first sync after RECORD/FLUSH (flagged `0x90`, or the first at all)
 //! anchors the mapping. Each later statement is compared with the anchor's prediction: a
-//! residual within ±2 ms slews the anchor by at most 0.1 ms (a sender whose RTP clock runs
-//! slightly off its NTP clock is followed); larger residuals are counted as outliers and move
+//! residual within ±5 ms slews the anchor by at most 0.1 ms (a sender whose RTP clock runs
+//! slightly off its NTP clock is followed; so is a sender whose statements settle a few
+//! milliseconds off its first one, as PulseAudio's do when its sink thread is scheduled late,
+//! gradually rather than by a step); larger residuals are counted as outliers and move
 //! nothing, unless [`CONSISTENT_SYNCS`] of them in a row agree — all on one side and within
 //! 4 ms of each other (a real step), or all beyond 50 ms on one side (a jump even through
 //! ±40 ms of jitter) — which re-anchors by their median.
@@ -80,8 +82,11 @@ const MAX_RTT_NS: u64 = 1_000_000_000;
 /// Outstanding timing requests remembered for matching replies.
 const PENDING: usize = 8;
 /// A later sync statement within this of the anchor's prediction slews the anchor (by at
-/// most `estimator::MAX_SLEW_NS`); beyond it, it is an outlier.
-const SLEW_BAND_NS: i64 = 2_000_000;
+/// most `estimator::MAX_SLEW_NS`); beyond it, it is an outlier. Wider than shairport-sync's
+/// 2 ms drift tolerance: PulseAudio's statements, stamped when its sink thread gets to send,
+/// sit 2 ms or more off its first one on a loaded machine, and a step of that size would
+/// cost dropped frames where a slew costs none for the first seconds.
+const SLEW_BAND_NS: i64 = 5_000_000;
 /// Consecutive outliers that must agree before the anchor moves to them.
 pub const CONSISTENT_SYNCS: usize = 4;
 /// Outliers agreeing within this (max − min) are a real step of the sender's timeline.
