@@ -44,6 +44,9 @@ pub struct PyatvOpts {
     /// then `volume: 0.300000` and `GET_PARAMETER volume`; the answers are printed on a
     /// `mid-stream:` line of the output.
     pub mid_stream_artwork: Option<usize>,
+    /// pyatv's keep-alive (`POST /feedback` on its RTSP connection) every this many seconds
+    /// instead of its stock 25 s, so that a test sees RTSP traffic within a few seconds.
+    pub keep_alive_secs: Option<f64>,
 }
 
 impl PyatvOpts {
@@ -285,6 +288,9 @@ pub fn pyatv_spawn(
     }
     if let Some(n) = opts.mid_stream_artwork {
         args.push(format!("--mid-stream-artwork={n}"));
+    }
+    if let Some(s) = opts.keep_alive_secs {
+        args.push(format!("--keep-alive={s}"));
     }
     let limit = Duration::from_secs_f64(wav_seconds(wav) + 30.0);
     spawn_timed(ns, "pyatv", &args, limit, log_dir.join("pyatv.out"), None)

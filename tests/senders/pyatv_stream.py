@@ -54,6 +54,13 @@ def parse_args():
         "pyatv's RTSP connection, then 'volume: 0.300000', then GET_PARAMETER volume; print "
         "one 'mid-stream:' line with the answers",
     )
+    p.add_argument(
+        "--keep-alive",
+        type=float,
+        metavar="SECONDS",
+        help="send pyatv's keep-alive (POST /feedback on its RTSP connection) this often "
+        "instead of every 25 s",
+    )
     p.add_argument("--debug", action="store_true", help="pyatv debug log on stderr")
     return p.parse_args()
 
@@ -96,6 +103,13 @@ async def mid_stream(artwork_bytes):
         f"mid-stream: artwork {r1.code}; volume {r2.code}; get {r3.code} {body.strip()!r}",
         flush=True,
     )
+
+
+def set_keep_alive(seconds):
+    """pyatv's AirPlay 1 keep-alive interval is a module constant (25 s in 0.18.0)."""
+    import pyatv.protocols.raop.protocols.airplayv1 as airplayv1
+
+    airplayv1.KEEP_ALIVE_INTERVAL = seconds
 
 
 def fix_remote_ids(dacp_id, active_remote):
@@ -152,6 +166,8 @@ def main():
         drop_fmtp_line()
     if args.mid_stream_artwork:
         keep_sessions()
+    if args.keep_alive is not None:
+        set_keep_alive(args.keep_alive)
     if args.dacp_id is not None or args.active_remote is not None:
         fix_remote_ids(args.dacp_id, args.active_remote)
     try:
