@@ -137,8 +137,9 @@ struct Names {
 ///
 /// Lifecycle: probe the instance and host names three times 250 ms apart, rename on conflict,
 /// announce twice 1 s apart, then answer queries until [`Responder::shutdown`] queues the
-/// goodbye packet. Drive it with [`handle_input`](Self::handle_input) for every received
-/// datagram, [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+/// goodbye packet. Drive it with [`handle_input_on`](Self::handle_input_on) (or
+/// [`handle_input`](Self::handle_input) when the arrival interface is unknown) for every
+/// received datagram, [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
 /// expires, and send whatever [`poll_output`](Self::poll_output) yields. `Clone` lets the
 /// fuzz target start every input from an announced responder without re-running its timers.
 #[derive(Clone)]
@@ -417,9 +418,15 @@ impl Responder {
         // question (one whose name has proposed records in the authority section) asked.
         let mut multicast: Vec<(Rec, bool)> = Vec::new();
         let mut unicast = Vec::new();
+        // Only our unique names are probed for: one pass over the authority section each.
+        let probed: Vec<Name<'static>> = [&self.names.instance, &self.names.host]
+            .into_iter()
+            .filter(|n| msg.name_servers.iter().any(|ns| ns.name == **n))
+            .cloned()
+            .collect();
         for q in &msg.questions {
             let unicast_q = legacy || (q.unicast_response && !multicast_only);
-            let probe = msg.name_servers.iter().any(|ns| ns.name == q.qname);
+            let probe = probed.contains(&q.qname);
             for rec in self.answers_for(q) {
                 if unicast_q {
                     if !unicast.contains(&rec) {
