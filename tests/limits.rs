@@ -6,12 +6,17 @@
 //! sender (pyatv) plays bit-exact, and the daemon's resident memory (`VmRSS`) has not grown
 //! beyond a small bound. Loopback addresses in a private network namespace only; every loop
 //! and duration is bounded.
+//!
+//! The local control socket under the same kind of abuse: one client beyond its limit is
+//! refused, a client trickling a request a byte at a time and an idle one are cut, and
+//! meanwhile `raopd status` answers and RTSP is served.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -287,4 +292,203 @@ fn connection_flood_slowloris_and_udp_floods_leave_audio_exact_and_memory_flat()
         rss_after - rss_before <= RSS_BOUND_KIB,
         "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
     );
+}
+
+/// `raopd status --control-socket PATH` (the real command-line client): exit code and stdout.
+fn raopd_status(socket: &Path) -> (Option<i32>, String) {
+    let prefix = common::daemon::command_prefix();
+    let out = std::process::Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg("status")
+        .arg("--control-socket")
+        .arg(socket)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run raopd status");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// Reads from `s` until the peer closes it (or 60 s pass); returns what was read and when the
+/// end came, or `None` for the time if it never did.
+fn read_to_close(s: &mut UnixStream) -> (String, Option<Instant>) {
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(Instant::now()),
+                )
+            }
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return (
+                    String::from_utf8_lossy(&got).into_owned(),
+                    Some(Instant::now()),
+                )
+            }
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), None),
+        }
+    }
+}
+
+/// The control socket of a running daemon: with a client trickling a request one byte a
+/// second (it would need 30 s), an idle client and `MAX_CLIENTS - 2` clients that made a
+/// request, the next connection is refused with an error and closed, and so is `raopd status`
+/// (exit 1). Once the polite clients leave, `raopd status` answers every time while the two
+/// others hang on, and RTSP `OPTIONS` is answered. The trickling client is cut with an error
+/// `REQUEST_TIMEOUT` after its first byte, the idle one is closed after `CLIENT_IDLE`, and then
+/// all `MAX_CLIENTS` slots are free again.
+#[test]
+fn control_socket_refuses_the_extra_client_and_cuts_slow_and_idle_ones() {
+    use raopd::control::socket::{CLIENT_IDLE, MAX_CLIENTS, REQUEST_TIMEOUT};
+
+    common::require_env();
+    let _serial = common::serial();
+    const PORT: u16 = 5432;
+    let dir = TestDir::new("limits_control");
+    let ns = Netns::new();
+    let socket = ns.runtime_dir().join("ctl.sock");
+    let socket_arg = socket.to_str().expect("utf-8 path").to_string();
+    let mut raopd = Daemon::start(
+        &ns,
+        dir.path(),
+        PORT,
+        &[
+            "--name",
+            "Limits",
+            "--output",
+            "pipe:/dev/null",
+            "--control-socket",
+            &socket_arg,
+        ],
+    );
+    assert!(
+        common::wait_until(Duration::from_secs(10), || raopd_status(&socket).0
+            == Some(0)),
+        "raopd status never answered: {:?}",
+        raopd_status(&socket)
+    );
+
+    // The slowloris: a request line padded to 30 bytes, one byte a second.
+    let path = socket.clone();
+    let slow = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&path).expect("connect");
+        let mut reader = s.try_clone().unwrap();
+        let request = format!("{:>29}\n", "status");
+        let started = Instant::now();
+        let reading = std::thread::spawn(move || read_to_close(&mut reader));
+        let mut sent = 0;
+        for b in request.bytes() {
+            if s.write_all(&[b]).is_err() || reading.is_finished() {
+                break;
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let (got, closed) = reading.join().unwrap();
+        (closed.map(|t| t - started), sent, got)
+    });
+    let path = socket.clone();
+    let idle = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut s = UnixStream::connect(&path).expect("connect");
+        let (got, closed) = read_to_close(&mut s);
+        (closed.map(|t| t - started), got)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Fill the remaining slots with clients that proved theirs with a request.
+    let held: Vec<UnixStream> = (0..MAX_CLIENTS - 2)
+        .map(|_| {
+            let mut s = UnixStream::connect(&socket).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"status\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(s.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert!(line.starts_with('{') && line.contains("\"name\""), "{line}");
+            s
+        })
+        .collect();
+    let mut extra = UnixStream::connect(&socket).expect("connect");
+    let (refused, closed) = read_to_close(&mut extra);
+    assert_eq!(refused, "{\"ok\":false,\"error\":\"too many clients\"}\n");
+    assert!(closed.is_some(), "the refused connection is closed");
+    let (code, out) = raopd_status(&socket);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(1), r#"{"ok":false,"error":"too many clients"}"#),
+        "raopd status with every slot taken"
+    );
+
+    drop(held);
+    // The daemon frees the slots when it sees the connections close.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || raopd_status(&socket).0
+            == Some(0)),
+        "raopd status not answered after the polite clients left: {:?}",
+        raopd_status(&socket)
+    );
+    // While the slow and the idle client hang on: status and RTSP keep being answered.
+    let mut rounds = 0;
+    let give_up = Instant::now() + CLIENT_IDLE + SLACK * 2;
+    while !(slow.is_finished() && idle.is_finished()) && Instant::now() < give_up {
+        let (code, out) = raopd_status(&socket);
+        assert_eq!(code, Some(0), "raopd status during the attack: {out}");
+        assert!(out.contains("\"name\":\"Limits\""), "{out}");
+        let options = in_netns(&ns, || {
+            let mut s = TcpStream::connect(("127.0.0.1", PORT)).expect("connect RTSP");
+            first_line(&mut s, b"OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n")
+        });
+        assert_eq!(options, "RTSP/1.0 200 OK", "RTSP during the attack");
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (slow_closed, slow_sent, slow_got) = slow.join().unwrap();
+    let (idle_closed, idle_got) = idle.join().unwrap();
+    println!(
+        "slowloris cut after {slow_closed:?} ({slow_sent} bytes sent), idle client after \
+         {idle_closed:?}; {rounds} rounds of status and OPTIONS meanwhile"
+    );
+    let slow_closed = slow_closed.expect("the slowloris client was never cut");
+    assert!(
+        slow_closed >= REQUEST_TIMEOUT && slow_closed <= REQUEST_TIMEOUT + SLACK,
+        "slowloris cut after {slow_closed:?}, not {REQUEST_TIMEOUT:?} after its first byte"
+    );
+    assert_eq!(slow_got, "{\"ok\":false,\"error\":\"request timeout\"}\n");
+    let idle_closed = idle_closed.expect("the idle client was never closed");
+    assert!(
+        idle_closed >= CLIENT_IDLE && idle_closed <= CLIENT_IDLE + SLACK,
+        "idle client closed after {idle_closed:?}, not {CLIENT_IDLE:?}"
+    );
+    assert_eq!(idle_got, "", "nothing is sent to an idle client");
+
+    // Every slot is free again.
+    let again: Vec<UnixStream> = (0..MAX_CLIENTS)
+        .map(|_| {
+            let mut s = UnixStream::connect(&socket).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"status\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(s.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert!(
+                line.contains("\"name\":\"Limits\""),
+                "slot not freed: {line}"
+            );
+            s
+        })
+        .collect();
+    drop(again);
+    assert!(raopd.is_running(), "raopd died:\n{}", raopd.log_tail());
+    raopd.stop();
 }

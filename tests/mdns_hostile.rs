@@ -1,14 +1,21 @@
 //! mDNS input from a hostile or misconfigured LAN.
 //!
-//! Two namespaces joined by a veth pair: the daemon's (`D`, `d0` = 10.78.0.1/24, and a route
-//! to 10.79.0.0/24 over `d0` so that a reply to that subnet could leave) and a querier's
-//! (`P`, `p0` with two addresses: 10.78.0.2/24 on the daemon's subnet and 10.79.0.2/24 on
-//! another). The same legacy unicast query for `_raop._tcp.local` is sent to 224.0.0.251
-//! from each address: RFC 6762 section 11 says only the on-link one is answered.
+//! Off-link queries: two namespaces joined by a veth pair: the daemon's (`D`, `d0` =
+//! 10.78.0.1/24, and a route to 10.79.0.0/24 over `d0` so that a reply to that subnet could
+//! leave) and a querier's (`P`, `p0` with two addresses: 10.78.0.2/24 on the daemon's subnet
+//! and 10.79.0.2/24 on another). The same legacy unicast query for `_raop._tcp.local` is sent
+//! to 224.0.0.251 from each address: RFC 6762 section 11 says only the on-link one is answered.
+//!
+//! Amplification: a flood of queries asking for multicast answers gets at most one multicast
+//! copy of each record per second (RFC 6762 section 6), while avahi and python-zeroconf,
+//! starting to browse in the middle of it, still resolve the speaker.
 
 mod common;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::netns::Netns;
@@ -189,4 +196,288 @@ fn query_flood_starves_neither_rtsp_nor_audio() {
     );
     let out = audio::raw_to_frames(&fifo.finish(&dir.join("out.raw")));
     assert_bit_exact(&input, &out, "pyatv during an mDNS query flood");
+}
+
+/// Joins `ns`'s network namespace on the calling thread.
+fn enter(ns_name: &str) {
+    let file = std::fs::File::open(format!("/var/run/netns/{ns_name}")).expect("open netns");
+    // SAFETY: setns on this thread only; the fd is valid for the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// A UDP socket on port 5353 beside the daemon's (SO_REUSEADDR/SO_REUSEPORT, as mDNS stacks
+/// share the port), joined to 224.0.0.251 on loopback: it sees every multicast response, and
+/// queries sent from it are multicast queries (source port 5353), not legacy unicast ones.
+fn mdns_socket() -> UdpSocket {
+    // SAFETY: plain socket(2); the result is checked and owned right away.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: `one` is a live c_int and its size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                opt,
+                &one as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+    }
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 5353u16.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sin` is a valid sockaddr_in and its size is passed.
+    let rc = unsafe {
+        libc::bind(
+            raw,
+            &sin as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind 5353: {}", std::io::Error::last_os_error());
+    // Out of loopback from 127.0.0.1: without this the source address would be 0.0.0.0,
+    // which is on no link (RFC 6762 section 11) and ignored.
+    let lo = libc::in_addr {
+        s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+    };
+    // SAFETY: `lo` is a live in_addr and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            raw,
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            &lo as *const libc::in_addr as *const libc::c_void,
+            std::mem::size_of::<libc::in_addr>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "IP_MULTICAST_IF: {}",
+        std::io::Error::last_os_error()
+    );
+    let s = UdpSocket::from(fd);
+    s.join_multicast_v4(&Ipv4Addr::new(224, 0, 0, 251), &Ipv4Addr::LOCALHOST)
+        .expect("join 224.0.0.251");
+    s.set_multicast_ttl_v4(255).unwrap();
+    s.set_multicast_loop_v4(true).unwrap();
+    s
+}
+
+/// A PTR query for `name` with message id `id` (0 for mDNS queries; legacy ones echo theirs).
+fn ptr_query(name: &str, id: u16) -> Vec<u8> {
+    let mut p = simple_dns::Packet::new_query(id);
+    p.questions.push(simple_dns::Question::new(
+        simple_dns::Name::new_unchecked(name),
+        simple_dns::QTYPE::TYPE(simple_dns::TYPE::PTR),
+        simple_dns::QCLASS::CLASS(simple_dns::CLASS::IN),
+        false,
+    ));
+    p.build_bytes_vec().unwrap()
+}
+
+/// The speaker's records in an mDNS response, as `name TYPE` (lower-case), or nothing when it
+/// is not a response or none of its records is the speaker's (`mac` in lower-case hex). Other
+/// responders in the namespace (avahi) publish nothing of the speaker's.
+fn speaker_records(packet: &[u8], mac: &str) -> Vec<String> {
+    let Ok(p) = simple_dns::Packet::parse(packet) else {
+        return Vec::new();
+    };
+    if !p.has_flags(simple_dns::PacketFlag::RESPONSE) {
+        return Vec::new();
+    }
+    p.answers
+        .iter()
+        .chain(p.additional_records.iter())
+        .filter(|rr| {
+            let name = rr.name.to_string().to_lowercase();
+            let target = match &rr.rdata {
+                simple_dns::rdata::RData::PTR(t) => t.0.to_string().to_lowercase(),
+                _ => String::new(),
+            };
+            name.contains(mac)
+                || target.contains(mac)
+                || (name == "_services._dns-sd._udp.local" && target == "_raop._tcp.local")
+        })
+        .map(|rr| {
+            format!(
+                "{} {:?}",
+                rr.name.to_string().to_lowercase(),
+                rr.rdata.type_code()
+            )
+        })
+        .collect()
+}
+
+/// The speaker's answer to a legacy unicast query sent from an ephemeral port, within 1 s.
+fn legacy_answered(mac: &str) -> bool {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    s.send_to(&ptr_query("_raop._tcp.local", 0x4242), "224.0.0.251:5353")
+        .unwrap();
+    let mut buf = [0u8; 9000];
+    while let Ok(n) = s.recv(&mut buf) {
+        if !speaker_records(&buf[..n], mac).is_empty() {
+            return true;
+        }
+    }
+    false
+}
+
+const ZEROCONF_RESOLVE: &str = r#"
+import json, sys, time
+from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
+want = sys.argv[1]
+zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
+seen = []
+class L(ServiceListener):
+    def add_service(self, zc, t, n): seen.append(n)
+    def update_service(self, zc, t, n): pass
+    def remove_service(self, zc, t, n): pass
+ServiceBrowser(zc, "_raop._tcp.local.", L())
+end = time.time() + 10
+while time.time() < end and want not in seen:
+    time.sleep(0.1)
+info = zc.get_service_info("_raop._tcp.local.", want, timeout=5000)
+print(json.dumps({"seen": seen, "port": info.port if info else None}))
+zc.close()
+"#;
+
+/// 50 queries a second for 3 s, from port 5353 and asking for multicast answers (the
+/// speaker's PTR and the service type enumeration, alternately): each of the speaker's records
+/// is multicast at most once a second (4 times in the 3.5 s counted: the flood, and the half
+/// second after it), not once per query (150 times). python-zeroconf, started with the flood,
+/// and avahi-browse after it still resolve the speaker.
+#[test]
+fn multicast_answer_flood_is_not_amplified() {
+    common::require_env();
+    let _serial = common::serial();
+    const PORT: u16 = 5414;
+    const MAC: &str = "aabbccddee02";
+    const FLOOD: Duration = Duration::from_secs(3);
+    const RATE: u32 = 50;
+    let dir = TestDir::new("mdns_amplifier");
+    let ns = Netns::new();
+    let bus = ns.start_avahi();
+    let mut raopd = Daemon::start(
+        &ns,
+        dir.path(),
+        PORT,
+        &[
+            "--name",
+            "Flood",
+            "--mac",
+            "AA:BB:CC:DD:EE:02",
+            "--output",
+            "pipe:/dev/null",
+        ],
+    );
+    let script = dir.join("zc.py");
+    std::fs::write(&script, ZEROCONF_RESOLVE).expect("script");
+    let instance = "AABBCCDDEE02@Flood";
+
+    let name = ns.name().to_string();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let counter = std::thread::spawn(move || {
+        enter(&name);
+        // Probing and the two announcements, 1 s apart, come first: wait until the speaker
+        // answers, then past its second announcement.
+        let ready = (0..20).any(|_| legacy_answered(MAC));
+        assert!(ready, "the speaker never answered a legacy query");
+        std::thread::sleep(Duration::from_millis(1500));
+        let s = mdns_socket();
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        let queries = [
+            ptr_query("_raop._tcp.local", 0),
+            ptr_query("_services._dns-sd._udp.local", 0),
+        ];
+        let group: SocketAddr = "224.0.0.251:5353".parse().unwrap();
+        tx.send(()).unwrap();
+        let start = Instant::now();
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let (mut sent, mut responses) = (0u32, 0usize);
+        let mut buf = [0u8; 9000];
+        while start.elapsed() < FLOOD + Duration::from_millis(500) {
+            if start.elapsed() < FLOOD && start.elapsed() >= FLOOD * sent / (RATE * 3) {
+                s.send_to(&queries[sent as usize % 2], group).unwrap();
+                sent += 1;
+            }
+            if let Ok(n) = s.recv(&mut buf) {
+                let recs = speaker_records(&buf[..n], MAC);
+                if !recs.is_empty() {
+                    responses += 1;
+                }
+                for r in recs {
+                    *counts.entry(r).or_default() += 1;
+                }
+            }
+        }
+        (sent, responses, counts)
+    });
+    rx.recv()
+        .expect("the counter thread failed before the flood");
+    // A fresh browser that starts while the flood goes on.
+    let zeroconf = ns
+        .command(common::venv_python())
+        .arg(&script)
+        .arg(format!("{instance}._raop._tcp.local."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start python-zeroconf");
+    let (sent, responses, counts) = counter.join().expect("counter thread");
+    println!(
+        "{sent} queries; {responses} multicast responses from the speaker; per record: {counts:?}"
+    );
+
+    // avahi, which has seen only the flood's answers, resolves too.
+    let mut resolved = String::new();
+    let found = common::wait_until(Duration::from_secs(15), || {
+        let out = ns
+            .command("avahi-browse")
+            .args(["-kprt", "_raop._tcp"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+            .output()
+            .expect("avahi-browse");
+        resolved = String::from_utf8_lossy(&out.stdout).into_owned();
+        resolved
+            .lines()
+            .any(|l| l.starts_with("=;") && l.contains(&format!(";{PORT};")))
+    });
+    let zc = zeroconf.wait_with_output().expect("python-zeroconf");
+    let zc_json = String::from_utf8_lossy(&zc.stdout);
+    assert!(raopd.is_running(), "raopd died:\n{}", raopd.log_tail());
+    raopd.stop();
+
+    assert!(sent >= RATE * 3 - 5, "the flood sent only {sent} queries");
+    let ptr = "_raop._tcp.local PTR";
+    assert!(
+        counts.get(ptr).is_some_and(|&n| n >= 1),
+        "the speaker never answered the flood: {counts:?}"
+    );
+    for (record, n) in &counts {
+        assert!(
+            *n <= 4,
+            "{record} multicast {n} times in 3.5 s of a {RATE}/s query flood: {counts:?}"
+        );
+    }
+    assert!(
+        found,
+        "avahi-browse did not resolve the speaker:\n{resolved}"
+    );
+    assert!(
+        zc_json.contains(&format!("\"seen\": [\"{instance}._raop._tcp.local.\"]"))
+            && zc_json.contains(&format!("\"port\": {PORT}")),
+        "python-zeroconf did not resolve the speaker during the flood: {zc_json}{}",
+        String::from_utf8_lossy(&zc.stderr)
+    );
 }

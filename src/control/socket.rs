@@ -8,9 +8,17 @@
 //! stays open.
 //!
 //! The socket is the only way into the daemon besides RTSP, so it is bounded: request lines
-//! of at most [`MAX_LINE`] bytes, at most [`MAX_CLIENTS`] connections at once, idle connections
-//! closed after [`CLIENT_IDLE`], and file mode 0660 so that only root and the daemon's group
-//! can connect. Everything runs as tasks on the daemon's `LocalExecutor`.
+//! of at most [`MAX_LINE`] bytes, at most [`MAX_CLIENTS`] connections at once, connections
+//! idle between requests closed after [`CLIENT_IDLE`], a request line that is not complete
+//! [`REQUEST_TIMEOUT`] after its first byte answered with an error and its connection closed
+//! (a client trickling a byte at a time cannot hold a slot), and file mode 0660 so that only
+//! root and the daemon's group can connect. Everything runs as tasks on the daemon's
+//! `LocalExecutor`.
+//!
+//! The timeouts follow OpenWrt's own local servers: uhttpd closes a keep-alive connection
+//! after 20 s without a request (`http_keepalive`), and the RTSP side gives a request 10 s
+//! from its first byte. Real clients send their one line at once (`raopd status`, a script's
+//! `nc -U`; a terminal sends a typed line whole when Enter is pressed).
 
 use super::dacp::RemoteCommand;
 use super::json::{ok_reply, JsonWriter};
@@ -24,7 +32,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Where the socket lives unless `--control-socket` says otherwise.
 pub const DEFAULT_SOCKET: &str = "/var/run/raopd.sock";
@@ -32,8 +40,12 @@ pub const DEFAULT_SOCKET: &str = "/var/run/raopd.sock";
 pub const MAX_LINE: usize = 1024;
 /// Connections served at once; more are answered with an error and closed.
 pub const MAX_CLIENTS: usize = 8;
-/// A connection that sends nothing for this long is closed, freeing its slot.
-pub const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// A connection that sends nothing for this long between requests is closed, freeing its
+/// slot (uhttpd's default keep-alive timeout on OpenWrt).
+pub const CLIENT_IDLE: Duration = Duration::from_secs(20);
+/// A request line must be complete this long after its first byte arrived, or the client gets
+/// an error and the connection is closed (as RTSP's [`crate::server::REQUEST_TIMEOUT`]).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A reply the client does not read within this time ends the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the command-line client waits: a remote command may need an mDNS lookup and
@@ -166,8 +178,13 @@ impl Drop for ClientSlot {
 
 /// `None` if `fut` did not finish within `t`.
 async fn with_timeout<T>(t: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    with_deadline(Instant::now() + t, fut).await
+}
+
+/// `None` if `fut` did not finish by `deadline`.
+async fn with_deadline<T>(deadline: Instant, fut: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(fut.await) }, async {
-        Timer::after(t).await;
+        Timer::at(deadline).await;
         None
     })
     .await
@@ -220,6 +237,12 @@ impl LineReader {
         self.buf.len()
     }
 
+    /// Whether a line has begun and not ended: bytes of it are held, or the rest of an
+    /// over-long one is being skipped.
+    pub fn in_line(&self) -> bool {
+        !self.buf.is_empty() || self.skipping
+    }
+
     /// The next complete line, or the notice of an over-long one; `None` when more bytes
     /// are needed.
     pub fn next_line(&mut self) -> Option<Line> {
@@ -245,12 +268,18 @@ impl LineReader {
     }
 }
 
-/// Serves one connection: reads request lines, answers each in order.
+/// Serves one connection: reads request lines, answers each in order. Between requests it
+/// waits at most [`CLIENT_IDLE`]; a line begun must end within [`REQUEST_TIMEOUT`].
 async fn client(mut stream: Async<UnixStream>, handler: Rc<dyn ControlHandler>) {
     let mut lines = LineReader::default();
     let mut chunk = [0u8; 512];
+    // When the first byte of the line not yet complete arrived, and the last read.
+    let mut line_started: Option<Instant> = None;
+    let mut last_read = Instant::now();
     loop {
+        let mut completed = false;
         while let Some(line) = lines.next_line() {
+            completed = true;
             let reply = match line {
                 Line::Request(request) => handle_line(&request, handler.as_ref()).await,
                 Line::TooLong => ok_reply(Err("request too long")),
@@ -259,9 +288,32 @@ async fn client(mut stream: Async<UnixStream>, handler: Rc<dyn ControlHandler>) 
                 return;
             }
         }
-        match with_timeout(CLIENT_IDLE, stream.read(&mut chunk)).await {
-            Some(Ok(0)) | Some(Err(_)) | None => return,
-            Some(Ok(n)) => lines.push(&chunk[..n]),
+        if !lines.in_line() {
+            line_started = None;
+        } else if completed {
+            // The rest of the last read began the next line.
+            line_started = Some(last_read);
+        }
+        let deadline = match line_started {
+            Some(t) => t + REQUEST_TIMEOUT,
+            None => Instant::now() + CLIENT_IDLE,
+        };
+        match with_deadline(deadline, stream.read(&mut chunk)).await {
+            Some(Ok(0)) | Some(Err(_)) => return,
+            Some(Ok(n)) => {
+                last_read = Instant::now();
+                lines.push(&chunk[..n]);
+                line_started.get_or_insert(last_read);
+            }
+            None if line_started.is_some() => {
+                log::debug!(
+                    "control socket: request not complete {REQUEST_TIMEOUT:?} after its first \
+                     byte: closing"
+                );
+                send_line(&mut stream, &ok_reply(Err("request timeout"))).await;
+                return;
+            }
+            None => return,
         }
     }
 }
@@ -420,8 +472,10 @@ mod tests {
     #[test]
     fn line_reader_frames_pieces_and_bounds_long_lines() {
         let mut r = LineReader::default();
+        assert!(!r.in_line());
         r.push(b"sta");
         assert_eq!(r.next_line(), None);
+        assert!(r.in_line(), "a line has begun");
         r.push(b"tus\r\npl");
         assert_eq!(r.next_line(), Some(Line::Request(b"status\r".to_vec())));
         assert_eq!(r.next_line(), None);
@@ -430,6 +484,10 @@ mod tests {
         r.push(&[b'x'; MAX_LINE + 1]);
         assert_eq!(r.next_line(), Some(Line::TooLong));
         assert_eq!(r.buffered(), 0);
+        assert!(
+            r.in_line(),
+            "the rest of the over-long line is still to come"
+        );
         r.push(&[b'x'; MAX_LINE + 1]);
         assert_eq!(r.next_line(), None);
         r.push(b"xx\nhelp\n");

@@ -5,6 +5,12 @@
 //! that a single service needs: probing for a unique name, renaming on conflict, announcing,
 //! answering queries (multicast, QU unicast and legacy unicast) and saying goodbye on exit.
 //!
+//! Multicast answers go out on the interface the query came in on, and each record at most
+//! once a second per interface (RFC 6762 section 6; a quarter second when defending a name
+//! against a probe): a flood of queries asking for multicast answers gets one answer per
+//! record per second, not one per query. Unicast answers go to the asker alone and are not
+//! limited.
+//!
 //! A full mDNS stack (or a system avahi) would be heavier than the rest of the daemon on a
 //! router-class board, and the ready-made Rust responders start threads of their own, which
 //! this single-reactor daemon does not allow. `simple-dns` is used for the wire format only.

@@ -257,6 +257,9 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 /// DACP service announced by multicast only (RFC 6762 section 6 lets responders answer that
 /// way).
 ///
+/// Multicast answers go out only on the interface their query arrived on (see
+/// [`Responder::handle_input_on`]); probes, announcements and the goodbye on all of them.
+///
 /// A message on `reload` (the daemon's SIGHUP) re-reads the interfaces at once instead of at
 /// the next 30 s rescan, and re-announces if they changed.
 ///
@@ -367,7 +370,10 @@ pub async fn run(
                     if packet.get(2).is_some_and(|f| f & 0x80 != 0) {
                         on_response(src, packet);
                     }
-                    responder.handle_input(Instant::now(), src, packet);
+                    // Answered on the arrival interface; on all of them when it is not one
+                    // joined (a host's own query looped back through `lo`, say).
+                    let arrived = joined.iter().any(|i| i.index == ifindex).then_some(ifindex);
+                    responder.handle_input_on(Instant::now(), arrived, src, packet);
                 } else {
                     log::trace!("mdns: ignored a packet from off-link {src}");
                 }
@@ -434,11 +440,20 @@ fn rescan(
 }
 
 async fn flush(sock: &Async<UdpSocket>, joined: &[Interface], responder: &mut Responder) {
-    while let Some(Transmit { dst, payload }) = responder.poll_output(Instant::now()) {
+    while let Some(Transmit {
+        dst,
+        interface,
+        payload,
+    }) = responder.poll_output(Instant::now())
+    {
         if dst == MDNS_GROUP_V4 && !joined.is_empty() {
-            // One copy per interface: the kernel would otherwise send multicast out of the
-            // default-route interface only.
-            for i in joined {
+            // One copy per interface (or only on the one a query came in on): the kernel
+            // would otherwise send multicast out of the default-route interface only. An
+            // answer for an interface left since is dropped.
+            for i in joined
+                .iter()
+                .filter(|i| interface.is_none_or(|n| n == i.index))
+            {
                 set_multicast_if(sock.as_raw_fd(), i);
                 send(sock, &payload, dst).await;
             }

@@ -39,6 +39,16 @@ const ANNOUNCE_COUNT: u8 = 2;
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 6762 section 8.2: the loser of a simultaneous probe tie-break waits 1 s and probes again.
 const TIEBREAK_LOSS_DELAY: Duration = Duration::from_secs(1);
+/// RFC 6762 section 6: a record is multicast on an interface at most once a second, so that a
+/// flood of queries does not turn the responder into an amplifier. A querier that asked within
+/// the second saw the previous copy (it listens on the group) or asks again, and its retries
+/// are at least a second apart (RFC 6762 section 5.2).
+pub const MULTICAST_INTERVAL: Duration = Duration::from_secs(1);
+/// RFC 6762 section 6: the one exception, defending a name against a probe, must be quick
+/// (the prober decides after 750 ms) and needs only 250 ms since the record's last multicast
+/// on that interface. A defence within that time is left out rather than delayed: the prober
+/// saw the earlier copy, or its next probe (250 ms later, section 8.1) is answered.
+pub const PROBE_DEFENCE_INTERVAL: Duration = Duration::from_millis(250);
 /// RFC 6762 section 8.1: after 15 conflicts within 10 s, wait 5 s between probe rounds.
 const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
 const CONFLICT_BURST: usize = 15;
@@ -62,6 +72,10 @@ pub const MAX_RECORDS: usize = 256;
 pub struct Transmit {
     /// [`MDNS_GROUP_V4`] for multicast, otherwise the unicast destination.
     pub dst: SocketAddr,
+    /// For multicast: the interface (kernel index) to send on, the one the query that this
+    /// answers arrived on; `None` means every interface (probes, announcements, goodbyes, and
+    /// answers to queries whose interface is unknown). Unicast leaves by the routing table.
+    pub interface: Option<u32>,
     /// The DNS message.
     pub payload: Vec<u8>,
 }
@@ -123,8 +137,9 @@ struct Names {
 ///
 /// Lifecycle: probe the instance and host names three times 250 ms apart, rename on conflict,
 /// announce twice 1 s apart, then answer queries until [`Responder::shutdown`] queues the
-/// goodbye packet. Drive it with [`handle_input`](Self::handle_input) for every received
-/// datagram, [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
+/// goodbye packet. Drive it with [`handle_input_on`](Self::handle_input_on) (or
+/// [`handle_input`](Self::handle_input) when the arrival interface is unknown) for every
+/// received datagram, [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout)
 /// expires, and send whatever [`poll_output`](Self::poll_output) yields. `Clone` lets the
 /// fuzz target start every input from an announced responder without re-running its timers.
 #[derive(Clone)]
@@ -144,6 +159,10 @@ pub struct Responder {
     next: Option<Instant>,
     out: VecDeque<Transmit>,
     recent_conflicts: VecDeque<Instant>,
+    /// When each record was last multicast, and on which interface (`None`: on all of them):
+    /// the RFC 6762 section 6 rate limit. Entries older than [`MULTICAST_INTERVAL`] are
+    /// dropped, so this holds at most one entry per record and interface.
+    multicast_log: Vec<(Rec, Option<u32>, Instant)>,
 }
 
 impl Responder {
@@ -183,6 +202,7 @@ impl Responder {
             next: Some(now + Duration::from_millis(splitmix(seed) % PROBE_MAX_INITIAL_DELAY_MS)),
             out: VecDeque::new(),
             recent_conflicts: VecDeque::new(),
+            multicast_log: Vec::new(),
         };
         r.refresh_names();
         r
@@ -219,8 +239,24 @@ impl Responder {
         matches!(self.phase, Phase::Announcing { .. } | Phase::Running)
     }
 
-    /// Feed one received datagram. Anything that does not parse as a DNS message is dropped.
+    /// Feed one received datagram whose arrival interface is unknown: like
+    /// [`handle_input_on`](Self::handle_input_on) with `None`.
     pub fn handle_input(&mut self, now: Instant, src: SocketAddr, packet: &[u8]) {
+        self.handle_input_on(now, None, src, packet);
+    }
+
+    /// Feed one datagram received on interface `interface` (kernel index; `None` when
+    /// unknown). Multicast answers go out on that interface only, and the once-a-second limit
+    /// per record ([`MULTICAST_INTERVAL`]) is kept per interface; with `None` they go out on
+    /// all interfaces and a record sent recently on any of them is held back. Anything that
+    /// does not parse as a DNS message is dropped.
+    pub fn handle_input_on(
+        &mut self,
+        now: Instant,
+        interface: Option<u32>,
+        src: SocketAddr,
+        packet: &[u8],
+    ) {
         if self.phase == Phase::Stopped {
             return;
         }
@@ -249,7 +285,7 @@ impl Responder {
                 self.handle_response(now, &msg);
             }
         } else {
-            self.handle_query(now, src, &msg);
+            self.handle_query(now, interface, src, &msg);
         }
     }
 
@@ -289,7 +325,7 @@ impl Responder {
                             0
                         }
                     };
-                    self.send_announcement();
+                    self.send_announcement(now);
                     if sent + 1 >= ANNOUNCE_COUNT {
                         self.phase = Phase::Running;
                         self.next = None;
@@ -328,7 +364,7 @@ impl Responder {
                     .iter()
                     .map(|r| self.record(*r, Ttl::Zero, false))
                     .collect();
-                self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), goodbyes, Vec::new());
+                self.queue_response(MDNS_GROUP_V4, None, 0, Vec::new(), goodbyes, Vec::new());
             }
             self.addrs = new;
             self.phase = Phase::Announcing { sent: 0 };
@@ -354,7 +390,7 @@ impl Responder {
                 .map(|r| self.record(r, Ttl::Zero, false))
                 .collect();
             log::info!("mdns: goodbye for {}", self.current_instance());
-            self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), recs, Vec::new());
+            self.queue_response(MDNS_GROUP_V4, None, 0, Vec::new(), recs, Vec::new());
         }
         self.phase = Phase::Stopped;
         self.next = None;
@@ -362,7 +398,7 @@ impl Responder {
 
     // ----- incoming -----
 
-    fn handle_query(&mut self, now: Instant, src: SocketAddr, msg: &Packet) {
+    fn handle_query(&mut self, now: Instant, iface: Option<u32>, src: SocketAddr, msg: &Packet) {
         match self.phase {
             Phase::Probing { .. } => {
                 self.check_probe_tiebreak(now, msg);
@@ -378,27 +414,36 @@ impl Responder {
         let multicast_only = !msg.name_servers.is_empty() || self.is_local(src.ip());
         // Each of our (few) records is looked at once per packet, however many questions
         // ask for it: duplicates collapse here, and the known-answer check below runs per
-        // distinct record, not per question.
-        let mut multicast = Vec::new();
+        // distinct record, not per question. A multicast record remembers whether a probe
+        // question (one whose name has proposed records in the authority section) asked.
+        let mut multicast: Vec<(Rec, bool)> = Vec::new();
         let mut unicast = Vec::new();
+        // Only our unique names are probed for: one pass over the authority section each.
+        let probed: Vec<Name<'static>> = [&self.names.instance, &self.names.host]
+            .into_iter()
+            .filter(|n| msg.name_servers.iter().any(|ns| ns.name == **n))
+            .cloned()
+            .collect();
         for q in &msg.questions {
             let unicast_q = legacy || (q.unicast_response && !multicast_only);
+            let probe = probed.contains(&q.qname);
             for rec in self.answers_for(q) {
-                let list = if unicast_q {
-                    &mut unicast
+                if unicast_q {
+                    if !unicast.contains(&rec) {
+                        unicast.push(rec);
+                    }
+                } else if let Some(m) = multicast.iter_mut().find(|(r, _)| *r == rec) {
+                    m.1 |= probe;
                 } else {
-                    &mut multicast
-                };
-                if !list.contains(&rec) {
-                    list.push(rec);
+                    multicast.push((rec, probe));
                 }
             }
         }
-        multicast.retain(|r| !self.is_known_answer(msg, *r));
+        multicast.retain(|(r, _)| !self.is_known_answer(msg, *r));
         unicast.retain(|r| !self.is_known_answer(msg, *r));
         if legacy {
             if !unicast.is_empty() {
-                let (answers, additional) = self.build_answers(&unicast, msg, true);
+                let (answers, additional) = self.build_answers(&unicast, msg, true, None);
                 // The questions echoed once each (a legacy querier asks one).
                 let mut questions: Vec<Question<'static>> = Vec::new();
                 for q in &msg.questions {
@@ -410,21 +455,68 @@ impl Responder {
                     }
                 }
                 log::debug!("mdns: legacy unicast answer to {src}");
-                self.queue_response(src, msg.id(), questions, answers, additional);
+                self.queue_response(src, None, msg.id(), questions, answers, additional);
             }
             return;
         }
+        // RFC 6762 section 6: not again on this interface within the second (a quarter of
+        // it for a probe defence). Unicast answers go to the asker alone and are not limited.
+        let before = multicast.len();
+        multicast.retain(|(r, probe)| {
+            let floor = if *probe {
+                PROBE_DEFENCE_INTERVAL
+            } else {
+                MULTICAST_INTERVAL
+            };
+            !self.multicast_recently(*r, iface, now, floor)
+        });
+        if multicast.len() < before {
+            log::trace!(
+                "mdns: {} record(s) for {src} were multicast within the last second",
+                before - multicast.len()
+            );
+        }
+        let multicast: Vec<Rec> = multicast.into_iter().map(|(r, _)| r).collect();
         // What goes out by multicast reaches the asker anyway.
         unicast.retain(|r| !multicast.contains(r));
         if !multicast.is_empty() {
-            let (answers, additional) = self.build_answers(&multicast, msg, false);
+            let (answers, additional) =
+                self.build_answers(&multicast, msg, false, Some((iface, now)));
             log::debug!("mdns: multicast answer to a query from {src}");
-            self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), answers, additional);
+            self.queue_response(MDNS_GROUP_V4, iface, 0, Vec::new(), answers, additional);
         }
         if !unicast.is_empty() {
-            let (answers, additional) = self.build_answers(&unicast, msg, false);
+            let (answers, additional) = self.build_answers(&unicast, msg, false, None);
             log::debug!("mdns: unicast answer to {src}");
-            self.queue_response(src, 0, Vec::new(), answers, additional);
+            self.queue_response(src, None, 0, Vec::new(), answers, additional);
+        }
+    }
+
+    /// Whether `rec` was multicast on `iface` less than `floor` ago. An unknown interface
+    /// (`None`) matches every interface, and an entry for all interfaces matches any.
+    fn multicast_recently(
+        &self,
+        rec: Rec,
+        iface: Option<u32>,
+        now: Instant,
+        floor: Duration,
+    ) -> bool {
+        self.multicast_log.iter().any(|(r, i, t)| {
+            *r == rec
+                && (i.is_none() || iface.is_none() || *i == iface)
+                && now.saturating_duration_since(*t) < floor
+        })
+    }
+
+    /// Notes that `recs` are being multicast on `iface` (`None`: all interfaces) at `now`.
+    fn note_multicast(&mut self, recs: &[Rec], iface: Option<u32>, now: Instant) {
+        self.multicast_log
+            .retain(|(_, _, t)| now.saturating_duration_since(*t) < MULTICAST_INTERVAL);
+        for &rec in recs {
+            // A copy on every interface supersedes the per-interface entries.
+            self.multicast_log
+                .retain(|(r, i, _)| !(*r == rec && (iface.is_none() || *i == iface)));
+            self.multicast_log.push((rec, iface, now));
         }
     }
 
@@ -554,6 +646,8 @@ impl Responder {
             Label::new_unchecked(&b"local"[..]),
         ]);
         self.names.host = dotted(&self.current_hostname());
+        // The records under the old names are not the ones that will be multicast now.
+        self.multicast_log.clear();
     }
 
     fn owner_name(&self, owner: Owner) -> &Name<'static> {
@@ -629,11 +723,16 @@ impl Responder {
 
     /// Answer records plus the additional records RFC 6763 section 12 recommends (SRV, TXT and
     /// addresses with a PTR; addresses with an SRV), minus what the querier already knows.
+    ///
+    /// `multicast`: the answer is multicast on that interface at that instant, so additional
+    /// records multicast there within [`MULTICAST_INTERVAL`] are left out too, and everything
+    /// sent is noted for the rate limit.
     fn build_answers(
-        &self,
+        &mut self,
         recs: &[Rec],
         query: &Packet,
         legacy: bool,
+        multicast: Option<(Option<u32>, Instant)>,
     ) -> (Vec<ResourceRecord<'static>>, Vec<ResourceRecord<'static>>) {
         let mut extra: Vec<Rec> = Vec::new();
         let addr_recs = || self.addrs.iter().map(|a| Rec::Addr(*a));
@@ -647,10 +746,21 @@ impl Responder {
                 _ => Vec::new(),
             };
             for m in more {
-                if !recs.contains(&m) && !extra.contains(&m) && !self.is_known_answer(query, m) {
+                let recent = multicast.is_some_and(|(iface, now)| {
+                    self.multicast_recently(m, iface, now, MULTICAST_INTERVAL)
+                });
+                if !recs.contains(&m)
+                    && !extra.contains(&m)
+                    && !recent
+                    && !self.is_known_answer(query, m)
+                {
                     extra.push(m);
                 }
             }
+        }
+        if let Some((iface, now)) = multicast {
+            self.note_multicast(recs, iface, now);
+            self.note_multicast(&extra, iface, now);
         }
         let ttl = if legacy { Ttl::Legacy } else { Ttl::Full };
         // Legacy resolvers do not know the cache-flush bit (it would read as a class).
@@ -743,21 +853,25 @@ impl Responder {
         }
         p.name_servers = authority;
         log::debug!("mdns: probing for {}", self.current_instance());
-        self.queue_packet(MDNS_GROUP_V4, &p);
+        self.queue_packet(MDNS_GROUP_V4, None, &p);
     }
 
-    fn send_announcement(&mut self) {
-        let recs = self
-            .all_recs()
-            .into_iter()
-            .map(|r| self.record(r, Ttl::Full, true))
+    /// Every record, multicast on every interface (RFC 6762 section 8.3). Announcements keep
+    /// their own 1 s schedule and are not held back by the rate limit, but they count for it.
+    fn send_announcement(&mut self, now: Instant) {
+        let all = self.all_recs();
+        let recs = all
+            .iter()
+            .map(|r| self.record(*r, Ttl::Full, true))
             .collect();
-        self.queue_response(MDNS_GROUP_V4, 0, Vec::new(), recs, Vec::new());
+        self.note_multicast(&all, None, now);
+        self.queue_response(MDNS_GROUP_V4, None, 0, Vec::new(), recs, Vec::new());
     }
 
     fn queue_response(
         &mut self,
         dst: SocketAddr,
+        interface: Option<u32>,
         id: u16,
         questions: Vec<Question<'static>>,
         answers: Vec<ResourceRecord<'static>>,
@@ -768,12 +882,16 @@ impl Responder {
         p.questions = questions;
         p.answers = answers;
         p.additional_records = additional;
-        self.queue_packet(dst, &p);
+        self.queue_packet(dst, interface, &p);
     }
 
-    fn queue_packet(&mut self, dst: SocketAddr, p: &Packet) {
+    fn queue_packet(&mut self, dst: SocketAddr, interface: Option<u32>, p: &Packet) {
         match p.build_bytes_vec_compressed() {
-            Ok(payload) => self.out.push_back(Transmit { dst, payload }),
+            Ok(payload) => self.out.push_back(Transmit {
+                dst,
+                interface,
+                payload,
+            }),
             Err(e) => log::warn!("mdns: cannot encode packet: {e}"),
         }
     }

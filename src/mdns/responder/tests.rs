@@ -56,10 +56,12 @@ fn announce(r: &mut Responder, start: Instant) -> Instant {
     now
 }
 
+/// An announced responder and an instant a second after its last announcement, from which on
+/// a query is answered by multicast again (RFC 6762 section 6).
 fn announced() -> (Responder, Instant) {
     let t0 = Instant::now();
     let mut r = Responder::with_seed(service(), t0, 7);
-    let now = announce(&mut r, t0);
+    let now = announce(&mut r, t0) + MULTICAST_INTERVAL;
     (r, now)
 }
 
@@ -371,8 +373,10 @@ fn answers_srv_txt_a_aaaa_and_service_enumeration() {
     let v6: Ipv6Addr = "fe80::1".parse().unwrap();
     svc.addrs.push(IpAddr::V6(v6));
     let mut r = Responder::with_seed(svc, t0, 11);
-    let now = announce(&mut r, t0);
-    let ask = |r: &mut Responder, n: &str, t: TYPE| {
+    let mut now = announce(&mut r, t0);
+    // A second apart: each answer may multicast the records again.
+    let mut ask = |r: &mut Responder, n: &str, t: TYPE| {
+        now += MULTICAST_INTERVAL;
         r.handle_input(now, peer(5353), &query(0, &[(n, t, false)]));
         let out = drain(r, now);
         out.into_iter().map(|t| t.payload).collect::<Vec<_>>()
@@ -467,7 +471,11 @@ fn qu_question_gets_a_unicast_answer() {
     assert_eq!(find(&parse(&out[1]).answers, TYPE::PTR).len(), 1);
 
     // QU from this very host: unicast to the shared port might not reach the asker.
-    for src in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(OWN_ADDR)] {
+    for (i, src) in [IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(OWN_ADDR)]
+        .into_iter()
+        .enumerate()
+    {
+        let now = now + MULTICAST_INTERVAL * (i as u32 + 1);
         r.handle_input(
             now,
             SocketAddr::new(src, 5353),
@@ -678,7 +686,7 @@ fn long_names_fit_one_label() {
         "{}",
         r.current_name()
     );
-    let now = announce(&mut r, t0);
+    let now = announce(&mut r, t0) + MULTICAST_INTERVAL;
     r.handle_input(
         now,
         peer(5353),
@@ -799,7 +807,7 @@ fn malformed_packets_are_ignored_without_panic() {
     }
     // Still alive and answering (it may have been pushed into re-probing by a mutated
     // response: let it finish, possibly under a new name).
-    let later = announce(&mut r, now + Duration::from_secs(2));
+    let later = announce(&mut r, now + Duration::from_secs(2)) + MULTICAST_INTERVAL;
     r.handle_input(
         later,
         peer(5353),
@@ -854,4 +862,204 @@ fn duplicate_questions_collapse_and_oversized_queries_are_dropped() {
     }
     r.handle_input(now, peer(5353), &p.build_bytes_vec().unwrap());
     assert!(drain(&mut r, now).is_empty());
+}
+
+/// The record types of every answer and additional record of a packet, as `name/TYPE`.
+fn records_of(t: &Transmit) -> Vec<String> {
+    let p = parse(t);
+    p.answers
+        .iter()
+        .chain(p.additional_records.iter())
+        .map(|rr| format!("{}/{:?}", rr.name, rr.rdata.type_code()))
+        .collect()
+}
+
+/// A probe from another host for our instance name, proposing a different port.
+fn foreign_probe() -> Vec<u8> {
+    let mut p = Packet::new_query(0);
+    p.questions.push(Question::new(
+        name(INSTANCE),
+        QTYPE::ANY,
+        CLASS::IN.into(),
+        false,
+    ));
+    p.name_servers.push(srv(INSTANCE, 7000));
+    p.build_bytes_vec().unwrap()
+}
+
+/// RFC 6762 section 6: 50 multicast-answer queries within a second, as a flooder sends them,
+/// get one multicast answer per record per interface; the next second one more.
+#[test]
+fn multicast_answers_are_limited_to_one_per_record_and_interface_per_second() {
+    let (mut r, now) = announced();
+    let ptr = query(0, &[("_raop._tcp.local", TYPE::PTR, false)]);
+    let mut sent = Vec::new();
+    for i in 0..50u32 {
+        let at = now + Duration::from_millis(20) * i;
+        r.handle_input_on(at, Some(2), peer(5353), &ptr);
+        sent.extend(drain(&mut r, at));
+    }
+    assert_eq!(sent.len(), 1, "one answer for 50 queries within a second");
+    assert_eq!(sent[0].dst, MDNS_GROUP_V4);
+    assert_eq!(sent[0].interface, Some(2), "on the query's interface only");
+    assert_eq!(records_of(&sent[0]).len(), 4, "PTR + SRV, TXT, A");
+
+    // Another interface has its own second.
+    let at = now + Duration::from_millis(500);
+    r.handle_input_on(at, Some(3), peer(5353), &ptr);
+    let out = drain(&mut r, at);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].interface, Some(3));
+    // Unknown interface: the answer would go out on all of them, so a copy on any within
+    // the second holds it back.
+    r.handle_input(at, peer(5353), &ptr);
+    assert!(drain(&mut r, at).is_empty());
+
+    // A second after the first answer, the next one goes out; just before, nothing.
+    let before = now + Duration::from_millis(999);
+    r.handle_input_on(before, Some(2), peer(5353), &ptr);
+    assert!(drain(&mut r, before).is_empty());
+    let after = now + MULTICAST_INTERVAL;
+    r.handle_input_on(after, Some(2), peer(5353), &ptr);
+    let out = drain(&mut r, after);
+    assert_eq!(out.len(), 1);
+    // Other records asked for are not held back by the PTR's second.
+    r.handle_input_on(
+        after,
+        Some(2),
+        peer(5353),
+        &query(0, &[(HOST, TYPE::A, false)]),
+    );
+    assert!(
+        drain(&mut r, after).is_empty(),
+        "the A record went out as an additional a moment ago"
+    );
+    let meta = query(0, &[("_services._dns-sd._udp.local", TYPE::PTR, false)]);
+    r.handle_input_on(after, Some(2), peer(5353), &meta);
+    assert_eq!(drain(&mut r, after).len(), 1, "a record not sent yet");
+}
+
+/// Additional records multicast within the second are left out of the next answer; the
+/// records answered are noted too.
+#[test]
+fn recently_multicast_additionals_are_left_out() {
+    let (mut r, now) = announced();
+    r.handle_input_on(
+        now,
+        Some(2),
+        peer(5353),
+        &query(0, &[(HOST, TYPE::A, false)]),
+    );
+    let out = drain(&mut r, now);
+    assert_eq!(records_of(&out[0]), vec![format!("{HOST}/A")]);
+    let at = now + Duration::from_millis(300);
+    r.handle_input_on(
+        at,
+        Some(2),
+        peer(5353),
+        &query(0, &[("_raop._tcp.local", TYPE::PTR, false)]),
+    );
+    let out = drain(&mut r, at);
+    assert_eq!(out.len(), 1);
+    let p = parse(&out[0]);
+    assert_eq!(p.answers.len(), 1);
+    assert_eq!(find(&p.additional_records, TYPE::SRV).len(), 1);
+    assert_eq!(find(&p.additional_records, TYPE::TXT).len(), 1);
+    assert!(
+        find(&p.additional_records, TYPE::A).is_empty(),
+        "sent 300 ms ago"
+    );
+}
+
+/// The announcements count: a query right after the last one is not answered by multicast
+/// again within the second.
+#[test]
+fn announcements_count_for_the_limit() {
+    let t0 = Instant::now();
+    let mut r = Responder::with_seed(service(), t0, 7);
+    let last = announce(&mut r, t0);
+    let ptr = query(0, &[("_raop._tcp.local", TYPE::PTR, false)]);
+    let at = last + Duration::from_millis(100);
+    r.handle_input_on(at, Some(2), peer(5353), &ptr);
+    assert!(drain(&mut r, at).is_empty());
+    let at = last + MULTICAST_INTERVAL;
+    r.handle_input_on(at, Some(2), peer(5353), &ptr);
+    assert_eq!(drain(&mut r, at).len(), 1);
+}
+
+/// Unicast answers (QU from another host, legacy unicast) go to the asker only and are not
+/// limited: every one of a burst is answered, while multicast is.
+#[test]
+fn unicast_answers_are_not_limited() {
+    let (mut r, now) = announced();
+    let qu = query(0, &[("_raop._tcp.local", TYPE::PTR, true)]);
+    let legacy = query(9, &[("_raop._tcp.local", TYPE::PTR, false)]);
+    let qm = query(0, &[("_raop._tcp.local", TYPE::PTR, false)]);
+    let (mut unicast, mut multicast) = (0, 0);
+    for i in 0..20u32 {
+        let at = now + Duration::from_millis(10) * i;
+        r.handle_input_on(at, Some(2), peer(5353), &qu);
+        r.handle_input_on(at, Some(2), peer(40000), &legacy);
+        r.handle_input_on(at, Some(2), peer(5353), &qm);
+        for t in drain(&mut r, at) {
+            if t.dst == MDNS_GROUP_V4 {
+                multicast += 1;
+            } else {
+                assert!(t.dst == peer(5353) || t.dst == peer(40000));
+                assert_eq!(t.interface, None);
+                unicast += 1;
+            }
+        }
+    }
+    assert_eq!((unicast, multicast), (40, 1));
+}
+
+/// RFC 6762 section 6's exception: a probe for our name is defended at once even within the
+/// second, held back only within 250 ms of the record's last multicast; ordinary queries
+/// keep the full second.
+#[test]
+fn probe_defences_need_only_250_ms() {
+    let (mut r, now) = announced();
+    let srv_q = query(0, &[(INSTANCE, TYPE::SRV, false)]);
+    r.handle_input_on(now, Some(2), peer(5353), &srv_q);
+    assert_eq!(drain(&mut r, now).len(), 1, "SRV multicast at `now`");
+
+    let defended = |r: &mut Responder, at: Instant| {
+        r.handle_input_on(at, Some(2), peer(5353), &foreign_probe());
+        let out = drain(r, at);
+        assert!(out.iter().all(|t| t.dst == MDNS_GROUP_V4));
+        out.iter()
+            .any(|t| records_of(t).contains(&format!("{INSTANCE}/SRV")))
+    };
+    assert!(!defended(&mut r, now + Duration::from_millis(100)));
+    assert!(defended(&mut r, now + Duration::from_millis(300)));
+    assert!(!defended(&mut r, now + Duration::from_millis(400)));
+    assert!(defended(&mut r, now + Duration::from_millis(550)));
+    // An ordinary query still waits for the full second since the last copy (550 ms).
+    let at = now + Duration::from_millis(1200);
+    r.handle_input_on(at, Some(2), peer(5353), &srv_q);
+    assert!(drain(&mut r, at).is_empty());
+    let at = now + Duration::from_millis(1550);
+    r.handle_input_on(at, Some(2), peer(5353), &srv_q);
+    assert_eq!(drain(&mut r, at).len(), 1);
+}
+
+/// The log of recent multicasts stays bounded however many interfaces and records a flood
+/// makes it see.
+#[test]
+fn multicast_log_stays_bounded() {
+    let (mut r, now) = announced();
+    let all = query(
+        0,
+        &[
+            ("_raop._tcp.local", TYPE::PTR, false),
+            ("_services._dns-sd._udp.local", TYPE::PTR, false),
+        ],
+    );
+    for i in 0..10_000u32 {
+        let at = now + Duration::from_millis(1) * i;
+        r.handle_input_on(at, Some(i % 4), peer(5353), &all);
+        drain(&mut r, at);
+    }
+    assert!(r.multicast_log.len() <= 6 * 4, "{}", r.multicast_log.len());
 }
