@@ -312,6 +312,10 @@ impl Sink for AlsaSink {
         }
     }
 
+    fn status_time(&self, _now: Instant) -> Instant {
+        Instant::now()
+    }
+
     fn write(&mut self, _now: Instant, frames: &[i16]) -> io::Result<usize> {
         if frames.len() % CHANNELS != 0 {
             return Err(io::Error::new(

@@ -61,6 +61,14 @@ pub trait Sink {
     /// the caller only ever sees a usable device or a real error. `now` is the caller's clock
     /// reading, which timer-paced backends use instead of reading the clock themselves.
     fn status(&mut self, now: Instant) -> io::Result<SinkStatus>;
+    /// When the last [`Sink::status`] reading holds, given the `now` it was called with.
+    /// Timer-paced backends compute the reading at `now` (the default). A real device
+    /// computes it when it is asked, after `now`: it answers with the clock read after the
+    /// call, so its readings are never dated before the device computed them and their
+    /// error is one-sided (the renderer takes the smallest of a window of them).
+    fn status_time(&self, now: Instant) -> Instant {
+        now
+    }
     /// Writes as many whole frames of `frames` as fit without blocking and returns how many
     /// frames were taken (possibly 0). `frames.len()` must be a multiple of [`CHANNELS`].
     fn write(&mut self, now: Instant, frames: &[i16]) -> io::Result<usize>;

@@ -3,6 +3,24 @@
 //! skipping, if we are late); after that the sink is kept filled to a target depth from
 //! the jitter buffer, with silence standing in for packets that never came.
 //!
+//! # Measuring a sound card
+//!
+//! A sound card's position often moves in steps: `snd-aloop` and other timer-driven devices
+//! by a kernel tick (4 ms at HZ=250), USB devices by a transfer. A delay read between two steps
+//! is too long by up to one step, never too short, and the moment of the reading is taken after
+//! the device answered ([`Sink::status_time`]), so it errs late too. Every reading of the sync
+//! error is therefore too late by something between zero and a step, and the smallest reading
+//! of the last second ([`ERROR_WINDOW`]) is the estimate; drops and inserts shift the stored
+//! readings with them. An average would sit half a step late and make the renderer drop frames
+//! that were on time.
+//!
+//! Where the stream starts on such a card cannot be known before the card runs: the first step
+//! may come at once or a whole tick after the start. So the card is started up to
+//! [`PRELUDE`] before the lead time and fed silence, at most [`PRELUDE_FILL`] ahead, while its
+//! position is read; the silence before the first frame is cut to length from the smallest
+//! reading only when the first frame is written. Correcting the start costs silence, never
+//! audio (shairport-sync also plays measured silence before the first frame).
+//!
 //! A stream whose audio keeps arriving after it is due (a sender whose latency is shorter
 //! than its path, or a latency rule that does not fit it) would otherwise play nothing but
 //! silence. Once a second's worth of arriving audio has been discarded as late with no audio
@@ -37,9 +55,15 @@ const LATE_RUN_FRAMES: u64 = RATE as u64;
 /// Added to the lateness seen when the stream is moved later (100 ms), for the jitter of
 /// the path.
 pub const LATE_MARGIN: Duration = Duration::from_millis(100);
-/// Weight of a new measurement in the smoothed sync error (1/16): ALSA reports delay
-/// with period granularity on some hardware, so single readings jitter.
-const ERROR_SMOOTHING: i64 = 16;
+/// Sync-error readings are kept this long for their minimum (module docs).
+const ERROR_WINDOW: Duration = Duration::from_secs(1);
+/// Readings kept at most (a monotone queue: usually a handful).
+const ERROR_READINGS: usize = 64;
+/// The sink is started up to this long before the lead time, to measure it before the first
+/// frame is placed (module docs).
+const PRELUDE: Duration = Duration::from_millis(500);
+/// Silence queued in the sink at most while it is measured, in frames (60 ms).
+const PRELUDE_FILL: usize = 2646;
 
 /// Counters, exposed for logs and the status interface.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -53,8 +77,8 @@ pub struct RenderStats {
     /// the start (the sink's delay then says when the next frame sounds), in
     /// microseconds (positive: late).
     pub start_error_us: i64,
-    /// Smoothed difference between when frames sound and when they are due, in
-    /// microseconds (positive: late).
+    /// Difference between when frames sound and when they are due, the smallest reading of
+    /// the last second (module docs), in microseconds (positive: late).
     pub sync_error_us: i64,
     /// Largest |sync error| seen since the stream started, in microseconds.
     pub max_sync_error_us: i64,
@@ -82,12 +106,73 @@ enum Correction {
     Resync,
 }
 
+/// Sliding minimum of readings over [`ERROR_WINDOW`], as a monotone queue: each reading
+/// drops the larger ones before it, so the front is the minimum.
+#[derive(Default)]
+struct MinWindow {
+    q: heapless::Deque<(Instant, i64), ERROR_READINGS>,
+}
+
+impl MinWindow {
+    fn clear(&mut self) {
+        self.q.clear();
+    }
+
+    fn push(&mut self, at: Instant, v: i64) {
+        while self.q.back().is_some_and(|&(_, b)| b >= v) {
+            self.q.pop_back();
+        }
+        while self
+            .q
+            .front()
+            .is_some_and(|&(t, _)| at.saturating_duration_since(t) > ERROR_WINDOW)
+        {
+            self.q.pop_front();
+        }
+        if self.q.is_full() {
+            self.q.pop_front();
+        }
+        let _ = self.q.push_back((at, v));
+    }
+
+    fn min(&self) -> Option<i64> {
+        self.q.front().map(|&(_, v)| v)
+    }
+
+    fn shift(&mut self, by: i64) {
+        for (_, v) in self.q.iter_mut() {
+            *v += by;
+        }
+    }
+}
+
+fn signed_ns(a: Instant, b: Instant) -> i64 {
+    if a >= b {
+        (a - b).as_nanos() as i64
+    } else {
+        -((b - a).as_nanos() as i64)
+    }
+}
+
+fn frames_to_ns(frames: i64) -> i64 {
+    frames * 1_000_000_000 / i64::from(RATE)
+}
+
 pub struct Renderer {
     started: bool,
     start_ts: Option<u32>,
     next_ts: u32,
-    /// Smoothed sync error in ns; `None` until measured after a start.
+    /// Sync error in ns (the window's minimum); `None` until measured after a start.
     error_ns: Option<i64>,
+    /// Readings of the sync error plus `frames_to_ns(net_dropped)`, which corrections leave
+    /// unchanged. During the prelude: when frame 0 of the start sounds, relative to `base`.
+    readings: MinWindow,
+    /// Frames dropped minus frames inserted since the start.
+    net_dropped: i64,
+    /// The sink is running silence and being measured; the first frame is not written yet.
+    prelude: bool,
+    /// When the sink was started (the prelude's readings are relative to it).
+    base: Instant,
     /// The last reading was beyond the resync limit.
     far: bool,
     /// Frames written since the last correction.
@@ -134,6 +219,10 @@ impl Renderer {
             start_ts: None,
             next_ts: 0,
             error_ns: None,
+            readings: MinWindow::default(),
+            net_dropped: 0,
+            prelude: false,
+            base: Instant::now(),
             far: false,
             since_correction: 0,
             paced: true,
@@ -154,6 +243,7 @@ impl Renderer {
     pub fn reset(&mut self) {
         self.pending = 0..0;
         self.started = false;
+        self.prelude = false;
         self.start_ts = None;
         self.error_ns = None;
         self.far = false;
@@ -213,38 +303,33 @@ impl Renderer {
             let Some(due) = due_of(start_ts) else {
                 return Ok(None);
             };
-            let lead = Self::lead(sink);
+            let lead = Self::lead(sink) + PRELUDE;
             if due > now + lead {
                 return Ok(Some(due - lead));
             }
-            // Opening a sound card takes real time (tens of ms on a slow board): the padding
-            // is worked out from the moment it is open.
+            // Opening a sound card takes real time (tens of ms on a slow board): the prelude
+            // is measured from the moment it is open.
             let opening = Instant::now();
             sink.start()?;
-            let now = now + opening.elapsed();
-            let st = sink.status(now)?;
-            // The next frame written sounds after what is queued: pad or skip so that
-            // frame `start_ts` sounds exactly at `due`.
-            let sounds_at = now + frames_to_duration(st.delay);
+            self.base = now + opening.elapsed();
             self.next_ts = start_ts;
             self.started = true;
+            self.prelude = true;
             self.paced = true;
             self.pacing_checked = false;
             self.written_since_start = 0;
-            if due >= sounds_at {
-                let pad = duration_to_frames(due - sounds_at) as usize;
-                self.write_silence(now, sink, pad.min(st.avail))?;
-            } else {
-                // Play from the first frame still in the future.
-                let late = duration_to_frames(sounds_at - due) as usize;
-                log::info!(
-                    "stream started {} ms late: skipping {late} frames",
-                    late * 1000 / RATE as usize
-                );
-                self.skip(late, buffer);
-            }
-            log::debug!("first frame {start_ts} scheduled");
+            self.readings.clear();
+            self.net_dropped = 0;
+            self.error_ns = None;
         }
+        let now = if self.prelude {
+            match self.prelude(now, sink, buffer, due_of)? {
+                Some(wake) => return Ok(Some(wake)),
+                None => now.max(self.base),
+            }
+        } else {
+            now
+        };
         if !self.pending.is_empty() {
             // What the sink did not take last time goes first, so nothing is lost.
             let (a, b) = (self.pending.start, self.pending.end);
@@ -274,7 +359,7 @@ impl Renderer {
             (
                 st.delay,
                 if settled {
-                    self.measure(now, st.delay, due_of)
+                    self.measure(sink.status_time(now), st.delay, due_of)
                 } else {
                     Correction::None
                 },
@@ -328,12 +413,14 @@ impl Renderer {
                         self.scratch.copy_within((end - 1) * 2..end * 2, end * 2);
                         n += 1;
                         self.stats.frames_inserted += 1;
+                        self.net_dropped -= 1;
                         self.since_correction = 0;
                     }
                     Correction::Drop => {
                         // Leave out the last frame: the stream sounds one frame earlier.
                         n -= 1;
                         self.stats.frames_dropped += 1;
+                        self.net_dropped += 1;
                         self.since_correction = 0;
                     }
                     Correction::None | Correction::Hold | Correction::Resync => {}
@@ -387,6 +474,80 @@ impl Renderer {
         ))
     }
 
+    /// One step of the prelude (module docs): reads the sink, tops its silence up to
+    /// [`PRELUDE_FILL`], and once the first frame is close to due, writes the silence that
+    /// places it on its instant by the smallest reading. Returns when to come back, or `None`
+    /// when the prelude is over and audio may follow.
+    fn prelude(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn Sink,
+        buffer: &mut JitterBuffer,
+        due_of: &dyn Fn(u32) -> Option<Instant>,
+    ) -> io::Result<Option<Instant>> {
+        let st = sink.status(now)?;
+        let at = sink.status_time(now).max(self.base);
+        let written = self.written_since_start as i64;
+        let Some(due) = due_of(self.next_ts) else {
+            // The anchor is gone (a new sync is on its way): keep the silence going.
+            let w = PRELUDE_FILL.saturating_sub(st.delay).min(st.avail);
+            self.written_since_start += self.write_silence(now, sink, w)? as u64;
+            return Ok(Some(now + Duration::from_millis(5)));
+        };
+        // When frame 0 of the start sounds, by this reading, relative to `base`.
+        let start_line =
+            signed_ns(at, self.base) + frames_to_ns(st.delay as i64) - frames_to_ns(written);
+        self.readings.push(at, start_line);
+        let line = self.readings.min().unwrap_or(start_line);
+        // A sink that swallows frames at once (alsa-lib's `null`, `file`) has no position to
+        // measure: it is fed by the clock from its start.
+        let swallows = written > 0 && st.delay == 0 && st.avail >= sink.capacity();
+        let silence = if swallows {
+            duration_to_frames(due.saturating_duration_since(self.base))
+        } else {
+            // Nearest frame (negative: the first frame is already late by that much).
+            let ns = i128::from(signed_ns(due, self.base) - line) * i128::from(RATE);
+            (if ns >= 0 {
+                (ns + 500_000_000) / 1_000_000_000
+            } else {
+                (ns - 500_000_000) / 1_000_000_000
+            }) as i64
+        };
+        let need = silence - written;
+        if need > PRELUDE_FILL as i64 && !swallows {
+            let w = PRELUDE_FILL
+                .saturating_sub(st.delay)
+                .min(need as usize - PRELUDE_FILL)
+                .min(st.avail);
+            self.written_since_start += self.write_silence(now, sink, w)? as u64;
+            return Ok(Some(now + frames_to_duration(PRELUDE_FILL / 4)));
+        }
+        if need > 0 {
+            let w = self.write_silence(now, sink, need as usize)?;
+            self.written_since_start += w as u64;
+            if (w as i64) < need {
+                return Ok(Some(now + Duration::from_millis(2)));
+            }
+        } else if need < 0 {
+            // Play from the first frame still in the future.
+            let late = (-need) as usize;
+            log::info!(
+                "stream started {} ms late: skipping {late} frames",
+                late * 1000 / RATE as usize
+            );
+            self.skip(late, buffer);
+        }
+        self.prelude = false;
+        // The prelude's readings, as sync errors of the stream from here on.
+        self.readings
+            .shift(signed_ns(self.base, due) + frames_to_ns(silence));
+        log::debug!(
+            "first frame {} scheduled after {silence} frames of silence",
+            self.next_ts
+        );
+        Ok(None)
+    }
+
     /// Audio keeps arriving late: restart at `ts` (due at `due` so far) late enough that it
     /// is in time, plus [`LATE_MARGIN`].
     fn move_later(
@@ -418,29 +579,24 @@ impl Renderer {
         self.late_run = 0;
     }
 
-    /// Updates the smoothed sync error from the sink's delay and says what to do.
+    /// Takes a reading of the sync error from the sink's delay (read at `at`), updates the
+    /// estimate (module docs) and says what to do.
     fn measure(
         &mut self,
-        now: Instant,
+        at: Instant,
         delay: usize,
         due_of: &dyn Fn(u32) -> Option<Instant>,
     ) -> Correction {
         let Some(due) = due_of(self.next_ts) else {
             return Correction::None;
         };
-        let sounds_at = now + frames_to_duration(delay);
-        let err = if sounds_at >= due {
-            (sounds_at - due).as_nanos() as i64
-        } else {
-            -((due - sounds_at).as_nanos() as i64)
-        };
-        let e = match self.error_ns {
-            None => {
-                self.stats.start_error_us = err / 1000;
-                err
-            }
-            Some(prev) => prev + (err - prev) / ERROR_SMOOTHING,
-        };
+        let err = signed_ns(at + frames_to_duration(delay), due);
+        let shift = frames_to_ns(self.net_dropped);
+        self.readings.push(at, err + shift);
+        let e = self.readings.min().map_or(err, |m| m - shift);
+        if self.error_ns.is_none() {
+            self.stats.start_error_us = e / 1000;
+        }
         self.error_ns = Some(e);
         self.stats.sync_error_us = e / 1000;
         self.stats.max_sync_error_us = self.stats.max_sync_error_us.max((e / 1000).abs());
@@ -461,12 +617,14 @@ impl Renderer {
         }
     }
 
+    /// Writes up to `frames` frames of silence; returns how many the sink took.
     fn write_silence(
         &mut self,
         now: Instant,
         sink: &mut dyn Sink,
         mut frames: usize,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
+        let mut total = 0;
         self.scratch.fill(0);
         let most = self.scratch.len() / 2;
         while frames > 0 {
@@ -477,8 +635,9 @@ impl Renderer {
                 break;
             }
             frames -= w;
+            total += w;
         }
-        Ok(())
+        Ok(total)
     }
 
     /// Drops `frames` from the front of the stream (late start).
