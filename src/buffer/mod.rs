@@ -6,6 +6,20 @@
 //! Sans-IO: time comes in as `now` (nanoseconds of the caller's monotonic clock); resend
 //! requests come out of [`JitterBuffer::poll_resend`] and the next retry time out of
 //! [`JitterBuffer::poll_timeout`].
+//!
+//! Sequence numbers and timestamps come off the network: no panic on input (issue 11). Slots
+//! are reached through `slot` and `slot_mut`, whose index is masked to the slice's
+//! power-of-two length.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use crate::codec::MAX_SAMPLES_PER_PACKET;
 
@@ -155,6 +169,20 @@ impl JitterBuffer {
         std::mem::size_of_val(&*self.pcm) + std::mem::size_of_val(&*self.slots)
     }
 
+    /// The slot of `seq`. Always present: `mask` is the slice's length − 1, a power of two, so
+    /// the default is never returned.
+    fn slot(&self, seq: u16) -> Slot {
+        self.slots
+            .get(seq as usize & self.mask)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The slot of `seq`, writable. Always `Some` (see [`Self::slot`]).
+    fn slot_mut(&mut self, seq: u16) -> Option<&mut Slot> {
+        self.slots.get_mut(seq as usize & self.mask)
+    }
+
     /// Empties the buffer for a new stream.
     pub fn reset(&mut self, frames_per_packet: usize) {
         for s in self.slots.iter_mut() {
@@ -252,7 +280,7 @@ impl JitterBuffer {
             return self.insert(seq, ts, now);
         }
         let idx = seq as usize & self.mask;
-        let slot = self.slots[idx];
+        let slot = self.slot(seq);
         if slot.seq == seq && slot.filled {
             self.stats.duplicates += 1;
             return Insert::Duplicate;
@@ -264,11 +292,13 @@ impl JitterBuffer {
             let count = (past_highest - 1) as u16;
             for i in 0..count {
                 let s = first.wrapping_add(i);
-                self.slots[s as usize & self.mask] = Slot {
-                    seq: s,
-                    missing: true,
-                    ..Slot::default()
-                };
+                if let Some(slot) = self.slot_mut(s) {
+                    *slot = Slot {
+                        seq: s,
+                        missing: true,
+                        ..Slot::default()
+                    };
+                }
             }
             if self.next_retry.is_none() {
                 self.next_retry = Some(now);
@@ -280,21 +310,30 @@ impl JitterBuffer {
             self.stats.recovered += 1;
         }
         self.stats.received += 1;
-        self.slots[idx] = Slot {
-            seq,
-            ts,
-            ..Slot::default()
-        };
+        if let Some(slot) = self.slot_mut(seq) {
+            *slot = Slot {
+                seq,
+                ts,
+                ..Slot::default()
+            };
+        }
         Insert::Slot(idx)
     }
 
-    /// The PCM storage of a slot, for the decoder to write into.
+    /// The PCM storage of a slot ([`MAX_SAMPLES_PER_PACKET`] samples), for the decoder to
+    /// write into; empty for an index no [`Insert::Slot`] gave.
     pub fn slot_pcm(&mut self, idx: usize) -> &mut [i16] {
-        &mut self.pcm[idx * MAX_SAMPLES_PER_PACKET..(idx + 1) * MAX_SAMPLES_PER_PACKET]
+        self.pcm
+            .chunks_exact_mut(MAX_SAMPLES_PER_PACKET)
+            .nth(idx)
+            .unwrap_or_default()
     }
 
+    /// Marks slot `idx` (from [`Insert::Slot`]) as holding `frames` of decoded audio.
     pub fn commit(&mut self, idx: usize, frames: usize) {
-        let s = &mut self.slots[idx];
+        let Some(s) = self.slots.get_mut(idx) else {
+            return;
+        };
         s.frames = frames.min(crate::codec::MAX_FRAMES_PER_PACKET as usize) as u16;
         s.filled = true;
         s.missing = false;
@@ -303,7 +342,9 @@ impl JitterBuffer {
     /// A packet arrived but could not be decoded: it plays as silence of the usual length.
     pub fn commit_silence(&mut self, idx: usize) {
         let fpp = self.frames_per_packet;
-        self.slot_pcm(idx)[..fpp * 2].fill(0);
+        if let Some(pcm) = self.slot_pcm(idx).get_mut(..fpp * 2) {
+            pcm.fill(0);
+        }
         self.commit(idx, fpp);
     }
 
@@ -312,7 +353,7 @@ impl JitterBuffer {
         if !self.started {
             return Next::Empty;
         }
-        let slot = &self.slots[self.read_seq as usize & self.mask];
+        let slot = self.slot(self.read_seq);
         if slot.filled && slot.seq == self.read_seq {
             Next::Audio {
                 ts: slot.ts.wrapping_add(self.read_offset as u32),
@@ -332,14 +373,18 @@ impl JitterBuffer {
     /// copied. Only whole-slot audio: call after `peek()` returned `Audio`.
     pub fn read(&mut self, out: &mut [i16]) -> usize {
         let idx = self.read_seq as usize & self.mask;
-        let slot = self.slots[idx];
+        let slot = self.slot(self.read_seq);
         if !(slot.filled && slot.seq == self.read_seq) {
             return 0;
         }
-        let left = slot.frames as usize - self.read_offset;
+        let left = (slot.frames as usize).saturating_sub(self.read_offset);
         let n = left.min(out.len() / 2);
         let base = idx * MAX_SAMPLES_PER_PACKET + self.read_offset * 2;
-        out[..n * 2].copy_from_slice(&self.pcm[base..base + n * 2]);
+        let (Some(dst), Some(src)) = (out.get_mut(..n * 2), self.pcm.get(base..base + n * 2))
+        else {
+            return 0;
+        };
+        dst.copy_from_slice(src);
         self.read_offset += n;
         if self.read_offset >= slot.frames as usize {
             self.advance();
@@ -360,9 +405,10 @@ impl JitterBuffer {
     }
 
     fn advance(&mut self) {
-        let idx = self.read_seq as usize & self.mask;
-        self.slots[idx].filled = false;
-        self.slots[idx].missing = false;
+        if let Some(slot) = self.slot_mut(self.read_seq) {
+            slot.filled = false;
+            slot.missing = false;
+        }
         self.read_seq = self.read_seq.wrapping_add(1);
         self.read_offset = 0;
         if seq_diff(self.read_seq, self.highest) > 1 {
@@ -397,20 +443,21 @@ impl JitterBuffer {
         let mut seq = from;
         let mut next_due: Option<u64> = None;
         while seq_diff(seq, end) < 0 {
-            let s = self.slots[seq as usize & self.mask];
+            let s = self.slot(seq);
             if requestable(&s, seq) {
                 if due(&s) {
                     // Extend the run over contiguous packets that are due too.
                     let first = seq;
                     let mut count: u16 = 0;
                     while seq_diff(seq, end) < 0 && count < 512 {
-                        let j = seq as usize & self.mask;
-                        let t = self.slots[j];
+                        let t = self.slot(seq);
                         if !(requestable(&t, seq) && due(&t)) {
                             break;
                         }
-                        self.slots[j].tries += 1;
-                        self.slots[j].last_request = now;
+                        if let Some(t) = self.slot_mut(seq) {
+                            t.tries += 1;
+                            t.last_request = now;
+                        }
                         count += 1;
                         seq = seq.wrapping_add(1);
                     }

@@ -304,7 +304,7 @@ impl Estimator {
         for (slot, p) in points.iter_mut().zip(self.bounds()?.1) {
             *slot = p;
         }
-        let points = &mut points[..n];
+        let points = points.get_mut(..n)?;
         points.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
         let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n as f64;
         let upper = hull_slope(points.iter().map(|p| (p.0, p.1)), mean_x)?;
@@ -318,24 +318,24 @@ impl Estimator {
 /// Slope of the edge of the lower convex hull of `points` (sorted by x) that spans `at`.
 fn hull_slope(points: impl Iterator<Item = (f64, f64)>, at: f64) -> Option<f64> {
     let mut hull = [(0.0, 0.0); WINDOW];
-    let mut len = 0;
+    let mut len = 0usize;
     for p in points {
         // Monotone chain: drop points that would make the chain turn clockwise.
-        while len >= 2 {
-            let (a, b) = (hull[len - 2], hull[len - 1]);
+        while let Some(&[a, b]) = hull.get(len.saturating_sub(2)..len) {
             let cross: f64 = (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0);
             if cross > 0.0 {
                 break;
             }
             len -= 1;
         }
-        hull[len] = p;
+        // At most WINDOW points come in, so there is always room.
+        *hull.get_mut(len)? = p;
         len += 1;
     }
-    hull[..len]
-        .windows(2)
-        .find(|w| w[1].0 >= at && w[1].0 > w[0].0)
-        .map(|w| (w[1].1 - w[0].1) / (w[1].0 - w[0].0))
+    hull.get(..len)?.windows(2).find_map(|w| match *w {
+        [a, b] if b.0 >= at && b.0 > a.0 => Some((b.1 - a.1) / (b.0 - a.0)),
+        _ => None,
+    })
 }
 
 fn clamp_i64(v: i128) -> i64 {

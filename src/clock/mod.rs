@@ -55,6 +55,18 @@
 //! nothing, unless [`CONSISTENT_SYNCS`] of them in a row agree — all on one side and within
 //! 4 ms of each other (a real step), or all beyond 50 ms on one side (a jump even through
 //! ±40 ms of jitter) — which re-anchors by their median.
+//!
+//! Timestamps come off the network: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 mod estimator;
 mod ntp;
@@ -308,7 +320,9 @@ impl ClockModel {
             return None;
         }
         let ntp = local_to_ntp(now);
-        self.pending[self.pending_next] = Some(Pending { ntp, sent: now });
+        if let Some(p) = self.pending.get_mut(self.pending_next) {
+            *p = Some(Pending { ntp, sent: now });
+        }
         self.pending_next = (self.pending_next + 1) % PENDING;
         let fast = self.est.samples() < SHORT_WINDOW && self.fast_requests < FAST_REQUEST_LIMIT;
         let interval = if fast {
@@ -450,7 +464,9 @@ impl ClockModel {
             return residual.clamp(-estimator::MAX_SLEW_NS, estimator::MAX_SLEW_NS);
         }
         self.sync_outliers += 1;
-        self.outliers[self.outlier_run % CONSISTENT_SYNCS] = residual;
+        if let Some(o) = self.outliers.get_mut(self.outlier_run % CONSISTENT_SYNCS) {
+            *o = residual;
+        }
         self.outlier_run += 1;
         log::debug!("clock: sync statement {residual} ns off the anchor, not believed alone");
         if self.outlier_run < CONSISTENT_SYNCS {

@@ -1,5 +1,18 @@
 //! Payload → PCM. ALAC through the `alac` crate, L16 by byte-swapping. Output is
 //! always interleaved native-endian i16 stereo.
+//!
+//! Payloads come off the network: no panic on input (issue 11). The `alac` crate is outside
+//! this rule, so its decoder runs under `catch_unwind` ([`Decoder::decode`]).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -41,6 +54,9 @@ pub enum DecodeError {
     Panicked,
     /// More frames than a packet may carry.
     TooLong,
+    /// The output buffer holds fewer than [`MAX_SAMPLES_PER_PACKET`] samples (a caller's
+    /// mistake, not the data's).
+    ShortOutput,
 }
 
 pub enum Decoder {
@@ -80,13 +96,17 @@ impl Decoder {
                 if frames > MAX_FRAMES_PER_PACKET as usize {
                     return Err(DecodeError::TooLong);
                 }
-                for (o, b) in out.iter_mut().zip(payload[..frames * 4].chunks_exact(2)) {
-                    *o = i16::from_be_bytes([b[0], b[1]]);
+                for (o, b) in out.iter_mut().zip(payload.chunks_exact(2).take(frames * 2)) {
+                    if let [hi, lo] = *b {
+                        *o = i16::from_be_bytes([hi, lo]);
+                    }
                 }
                 Ok(frames)
             }
             Decoder::Alac { dec, info } => {
-                let out = &mut out[..MAX_SAMPLES_PER_PACKET];
+                let out = out
+                    .get_mut(..MAX_SAMPLES_PER_PACKET)
+                    .ok_or(DecodeError::ShortOutput)?;
                 let r = catch_unwind(AssertUnwindSafe(|| {
                     dec.decode_packet(payload, out).map(|s| s.len() / 2)
                 }));
@@ -117,7 +137,7 @@ impl Bits<'_> {
         }
         let mut v = 0u32;
         for _ in 0..n {
-            let bit = (self.buf[self.pos / 8] >> (7 - self.pos % 8)) & 1;
+            let bit = (*self.buf.get(self.pos / 8)? >> (7 - self.pos % 8)) & 1;
             v = v << 1 | bit as u32;
             self.pos += 1;
         }
@@ -150,14 +170,15 @@ fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<u
     } else {
         max_frames
     };
-    if frames == 0 || frames > max_frames || frames as usize * 2 > out.len() {
+    if frames == 0 || frames > max_frames {
         return None;
     }
+    let out = out.get_mut(..frames as usize * 2)?;
     // Every sample must be present.
     if b.pos + frames as usize * 32 > payload.len() * 8 {
         return None;
     }
-    for o in out[..frames as usize * 2].iter_mut() {
+    for o in out.iter_mut() {
         *o = b.read(16)? as u16 as i16;
     }
     Some(frames as usize)

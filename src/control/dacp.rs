@@ -15,6 +15,18 @@
 //! The server is always addressed at the sender's RTSP peer address: the A records in the
 //! reply may name addresses on other interfaces or link-local IPv6 addresses without scope,
 //! while the RTSP peer is known to be reachable.
+//!
+//! Responses and mDNS answers come off the network: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use crate::reactor::{Async, Timer};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -244,7 +256,8 @@ pub(crate) async fn resolve_via(
                 };
                 match future::or(recv, retry).await {
                     Some(Ok((n, _))) => {
-                        if let Some(addr) = parse_browse_response(&buf[..n], dacp_id, sender_ip) {
+                        let packet = buf.get(..n).unwrap_or_default();
+                        if let Some(addr) = parse_browse_response(packet, dacp_id, sender_ip) {
                             return Ok(addr);
                         }
                     }
@@ -314,7 +327,7 @@ pub async fn send_command(
                 // Closed before the head was complete.
                 return Err(DacpError::BadResponse);
             }
-            head.extend_from_slice(&chunk[..n]);
+            head.extend_from_slice(chunk.get(..n).unwrap_or_default());
             if let Some(code) = parse_status(&head)? {
                 return Ok(code);
             }

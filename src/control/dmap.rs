@@ -7,6 +7,16 @@
 //! newer senders cost nothing. The body comes straight from the network, so every length is
 //! checked against what is left and the nesting depth is bounded: garbage is an error, never a
 //! panic or a deep recursion.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use std::fmt;
 
@@ -106,16 +116,18 @@ fn walk(data: &[u8], base: usize, depth: usize, item: &mut DmapItem) -> Result<(
             offset: at,
             kind: DmapErrorKind::Truncated,
         };
-        let header = data.get(pos..pos + 8).ok_or(truncated)?;
-        let (tag, len) = header.split_at(4);
-        let tag: [u8; 4] = [tag[0], tag[1], tag[2], tag[3]];
+        let &[t0, t1, t2, t3, l0, l1, l2, l3] = data
+            .get(pos..)
+            .and_then(<[u8]>::first_chunk)
+            .ok_or(truncated)?;
+        let tag = [t0, t1, t2, t3];
         if !tag.iter().all(|b| b.is_ascii_graphic()) {
             return Err(DmapError {
                 offset: at,
                 kind: DmapErrorKind::BadTag,
             });
         }
-        let mut len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let mut len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
         let start = pos + 8;
         if STRING_TAGS.contains(&&tag) {
             len = string_len(data, start, len);
@@ -145,10 +157,9 @@ fn string_len(data: &[u8], start: usize, len: usize) -> usize {
     // An element boundary: the end of the data, or a whole element header whose value fits.
     let lands = |end: usize| {
         end == data.len()
-            || data.get(end..end + 8).is_some_and(|h| {
-                let next = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
-                h[..4].iter().all(|b| b.is_ascii_alphabetic()) && end + 8 + next <= data.len()
-            })
+            || matches!(data.get(end..), Some(&[t0, t1, t2, t3, l0, l1, l2, l3, ref value @ ..])
+                if [t0, t1, t2, t3].iter().all(|b| b.is_ascii_alphabetic())
+                    && u32::from_be_bytes([l0, l1, l2, l3]) as usize <= value.len())
     };
     if start.checked_add(len).is_none_or(lands) {
         return len;

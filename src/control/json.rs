@@ -5,6 +5,18 @@
 //! more flash than the rest of the control interface, so this is a streaming writer that keeps
 //! track of commas and escapes strings per RFC 8259; it cannot produce invalid JSON as long as
 //! every `begin_*` is matched by its `end_*`.
+//!
+//! It escapes strings senders sent: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use std::fmt::Write as _;
 

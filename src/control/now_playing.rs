@@ -1,5 +1,17 @@
 //! What the sender says is playing: track metadata, cover art and progress, collected from
 //! `SET_PARAMETER` requests and shown on the control socket.
+//!
+//! The requests come off the network: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use super::dmap::{self, DmapError};
 use super::json::JsonWriter;

@@ -19,6 +19,18 @@
 //! after 20 s without a request (`http_keepalive`), and the RTSP side gives a request 10 s
 //! from its first byte. Real clients send their one line at once (`raopd status`, a script's
 //! `nc -U`; a terminal sends a typed line whole when Enter is pressed).
+//!
+//! Request lines come from clients: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use super::dacp::RemoteCommand;
 use super::json::{ok_reply, JsonWriter};
@@ -302,7 +314,7 @@ async fn client(mut stream: Async<UnixStream>, handler: Rc<dyn ControlHandler>) 
             Some(Ok(0)) | Some(Err(_)) => return,
             Some(Ok(n)) => {
                 last_read = Instant::now();
-                lines.push(&chunk[..n]);
+                lines.push(chunk.get(..n).unwrap_or_default());
                 line_started.get_or_insert(last_read);
             }
             None if line_started.is_some() => {

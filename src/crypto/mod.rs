@@ -1,6 +1,18 @@
 //! The AirPort Express key and the two cryptographic jobs a RAOP receiver has:
 //! proving it is an "AirPort" (Apple-Challenge → Apple-Response) and decrypting the
 //! audio (RSA-OAEP-wrapped AES-128 key, AES-128-CBC per packet).
+//!
+//! Challenges, keys and payloads come off the network: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 use aes::cipher::{BlockDecryptMut, InnerIvInit, KeyInit};
 use base64::Engine;
@@ -33,9 +45,11 @@ pub fn b64_encode(data: &[u8]) -> String {
 pub struct AirportKey(RsaPrivateKey);
 
 impl AirportKey {
+    /// Parses the built-in key, once at start-up before any input is read.
+    // The one `expect` in the network-facing modules: the key is a compile-time constant
+    // (checked by `key_parses_and_is_2048_bits`), so failing is a build defect, not input.
+    #[allow(clippy::expect_used)]
     pub fn load() -> Self {
-        // The key is a compile-time constant checked by a unit test; failing here would be
-        // a build defect, not a runtime condition.
         AirportKey(RsaPrivateKey::from_pkcs1_pem(AIRPORT_KEY_PEM).expect("built-in AirPort key"))
     }
 
@@ -99,10 +113,10 @@ impl AudioCipher {
 
     /// Decrypts in place; no allocation (the expanded key is copied, not recomputed).
     pub fn decrypt(&self, payload: &mut [u8]) {
-        let n = payload.len() & !15;
         let mut dec =
             cbc::Decryptor::<aes::Aes128>::inner_iv_init(self.cipher.clone(), &self.iv.into());
-        for block in payload[..n].chunks_exact_mut(16) {
+        // Whole blocks only: `chunks_exact_mut` leaves the `len % 16` tail alone.
+        for block in payload.chunks_exact_mut(16) {
             dec.decrypt_block_mut(block.into());
         }
     }

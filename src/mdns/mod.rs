@@ -30,6 +30,18 @@
 //! The host name defaults to `raopd-<mac in lower-case hex>.local` (see [`default_hostname`]):
 //! it is stable across restarts and renames, unique per board without probing luck, and a valid
 //! DNS host label whatever the user typed as speaker name (spaces, punctuation, UTF-8).
+//!
+//! Packets come from anyone on the LAN: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 mod net;
 mod responder;

@@ -365,7 +365,7 @@ pub async fn run(
                     nets_read = Instant::now();
                 }
                 if on_link(ip, ifindex, &nets) {
-                    let packet = &buf[..n];
+                    let packet = buf.get(..n).unwrap_or_default();
                     // Header flags, RFC 1035 section 4.1.1: QR is the top bit of byte 2.
                     if packet.get(2).is_some_and(|f| f & 0x80 != 0) {
                         on_response(src, packet);

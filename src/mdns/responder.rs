@@ -261,9 +261,11 @@ impl Responder {
             return;
         }
         // The counts in the header bound the work before anything is parsed.
-        if let Some(h) = packet.get(4..12) {
-            let count = |i: usize| usize::from(u16::from_be_bytes([h[i], h[i + 1]]));
-            if count(0) > MAX_QUESTIONS || count(2) + count(4) + count(6) > MAX_RECORDS {
+        if let Some(&[q0, q1, a0, a1, n0, n1, r0, r1]) = packet.get(4..12) {
+            let count = |hi: u8, lo: u8| usize::from(u16::from_be_bytes([hi, lo]));
+            if count(q0, q1) > MAX_QUESTIONS
+                || count(a0, a1) + count(n0, n1) + count(r0, r1) > MAX_RECORDS
+            {
                 log::trace!("mdns: dropping an oversized packet from {src}");
                 return;
             }
@@ -925,8 +927,8 @@ fn rdata_bytes(rdata: &RData) -> Vec<u8> {
     ));
     // header (12) + root name (1) + type, class, ttl, rdlength (10)
     match p.build_bytes_vec() {
-        Ok(b) if b.len() >= 23 => b[23..].to_vec(),
-        _ => Vec::new(),
+        Ok(b) => b.get(23..).map(<[u8]>::to_vec).unwrap_or_default(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Audio packets (payload type 0x60) and their retransmitted form (0x56).
 
-use super::{be16, be32, classify, payload_type, Error};
+use super::{be16, be32, byte, classify, payload_type, Error};
 
 /// RTP header length of an audio packet (no CSRCs or extensions in RAOP).
 pub const HEADER_LEN: usize = 12;
@@ -27,7 +27,7 @@ impl<T: AsRef<[u8]>> AudioPacket<T> {
 
     /// The marker bit flags the first packet after RECORD or FLUSH.
     pub fn marker(&self) -> bool {
-        self.buffer.as_ref()[1] & 0x80 != 0
+        byte(self.buffer.as_ref(), 1) & 0x80 != 0
     }
 
     pub fn sequence(&self) -> u16 {
@@ -43,14 +43,17 @@ impl<T: AsRef<[u8]>> AudioPacket<T> {
     }
 
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[HEADER_LEN..]
+        self.buffer.as_ref().get(HEADER_LEN..).unwrap_or_default()
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> AudioPacket<T> {
     /// The payload, writable: decryption happens in place.
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer.as_mut()[HEADER_LEN..]
+        self.buffer
+            .as_mut()
+            .get_mut(HEADER_LEN..)
+            .unwrap_or_default()
     }
 }
 
@@ -73,8 +76,9 @@ impl AudioRepr {
         }
     }
 
-    /// Writes the 12-byte header into `buf` (at least [`HEADER_LEN`] bytes).
-    pub fn emit(&self, buf: &mut [u8]) {
+    /// Writes the 12-byte header into `buf` (the first [`HEADER_LEN`] bytes of a packet:
+    /// `packet.first_chunk_mut()`).
+    pub fn emit(&self, buf: &mut [u8; HEADER_LEN]) {
         buf[0] = 0x80;
         buf[1] = payload_type::AUDIO | if self.marker { 0x80 } else { 0 };
         buf[2..4].copy_from_slice(&self.sequence.to_be_bytes());
@@ -125,7 +129,7 @@ mod tests {
             ssrc: 42,
         };
         let mut buf = [0u8; 20];
-        repr.emit(&mut buf);
+        repr.emit(buf.first_chunk_mut().unwrap());
         buf[12..].copy_from_slice(b"payload!");
         let p = AudioPacket::new_checked(&buf[..]).unwrap();
         assert_eq!(AudioRepr::parse(&p), repr);
@@ -156,7 +160,7 @@ mod tests {
             timestamp: 352 * 7,
             ssrc: 1,
         }
-        .emit(&mut inner);
+        .emit(inner.first_chunk_mut().unwrap());
         buf.extend_from_slice(&inner);
         let r = RetransmitPacket::new_checked(&buf[..]).unwrap();
         let a = AudioPacket::new_checked(&buf[r.inner_range()]).unwrap();

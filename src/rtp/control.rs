@@ -1,7 +1,7 @@
 //! Control-channel packets: sync (0x54, sender → us) and resend requests (0x55, us →
 //! sender).
 
-use super::{be16, be32, be64, classify, payload_type, Error};
+use super::{be16, be32, be64, byte, classify, payload_type, Error};
 
 /// A sync packet: "the frame `rtp_minus_latency` sounds at sender time `ntp`; the sender
 /// is now sending frame `rtp_now`".
@@ -27,7 +27,7 @@ impl<T: AsRef<[u8]>> SyncPacket<T> {
 
     /// The extension bit (0x90 instead of 0x80) marks the first sync after RECORD/FLUSH.
     pub fn first(&self) -> bool {
-        self.buffer.as_ref()[0] & 0x10 != 0
+        byte(self.buffer.as_ref(), 0) & 0x10 != 0
     }
 
     pub fn rtp_minus_latency(&self) -> u32 {

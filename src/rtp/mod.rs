@@ -2,6 +2,19 @@
 //! `Packet<T: AsRef<[u8]>>` checks the length once and then reads fields straight out of
 //! the buffer (no copies, no allocation); a `Repr` parses the fields into plain values
 //! or emits them into a buffer. All integers are big-endian.
+//!
+//! No panic on input (issue 11): the field readers below use checked access, so a view can
+//! never index out of its buffer even if `new_checked` were skipped.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 mod audio;
 mod control;
@@ -46,28 +59,43 @@ impl std::fmt::Display for Error {
 /// Payload type of any RAOP packet (byte 1 without the marker bit), after checking the
 /// RTP version. Used to route packets that share a socket (sync and retransmits).
 pub fn classify(buf: &[u8]) -> Result<u8, Error> {
-    if buf.len() < 4 {
+    let [b0, b1, _, _, ..] = *buf else {
         return Err(Error::Truncated);
-    }
-    if buf[0] >> 6 != 2 {
+    };
+    if b0 >> 6 != 2 {
         return Err(Error::Version);
     }
-    Ok(buf[1] & 0x7f)
+    Ok(b1 & 0x7f)
+}
+
+/// The `N` bytes at `at`, or zeros past the end of `b`. The views' `new_checked` validated
+/// the length, so their fields never read past the end; the zeros are never seen.
+#[inline]
+fn field<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b.get(at..)
+        .and_then(<[u8]>::first_chunk)
+        .copied()
+        .unwrap_or([0; N])
+}
+
+#[inline]
+fn byte(b: &[u8], at: usize) -> u8 {
+    b.get(at).copied().unwrap_or(0)
 }
 
 #[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
+    u16::from_be_bytes(field(b, at))
 }
 
 #[inline]
 pub(crate) fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    u32::from_be_bytes(field(b, at))
 }
 
 #[inline]
 pub(crate) fn be64(b: &[u8], at: usize) -> u64 {
-    (be32(b, at) as u64) << 32 | be32(b, at + 4) as u64
+    u64::from_be_bytes(field(b, at))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Timing packets (0x52 request from us, 0x53 reply from the sender): an NTP-like
 //! exchange of three timestamps.
 
-use super::{be64, classify, payload_type, Error};
+use super::{be64, byte, classify, payload_type, Error};
 
 pub const TIMING_LEN: usize = 32;
 
@@ -25,7 +25,7 @@ impl<T: AsRef<[u8]>> TimingPacket<T> {
     }
 
     pub fn is_reply(&self) -> bool {
-        self.buffer.as_ref()[1] & 0x7f == payload_type::TIMING_REPLY
+        byte(self.buffer.as_ref(), 1) & 0x7f == payload_type::TIMING_REPLY
     }
 
     /// The requester's transmit time, echoed.

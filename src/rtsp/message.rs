@@ -45,11 +45,8 @@ impl Request {
     /// `http://host/feedback`; `*` and the empty URI as they are.
     pub fn path(&self) -> &str {
         let uri = self.uri.as_str();
-        match uri.find("://") {
-            Some(i) => {
-                let rest = &uri[i + 3..];
-                rest.find('/').map_or("/", |j| &rest[j..])
-            }
+        match uri.split_once("://") {
+            Some((_, rest)) => rest.find('/').and_then(|j| rest.get(j..)).unwrap_or("/"),
             None => uri,
         }
     }
@@ -98,27 +95,21 @@ fn too_large_header() -> FrameError {
 /// bad request inside a live session costs that request only, never the session.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, FrameError> {
     // Some senders put a blank line between requests: skip leading CR/LF.
-    let skip = buf
-        .iter()
-        .take_while(|&&b| b == b'\r' || b == b'\n')
-        .count();
-    let buf = &buf[skip..];
-    let Some(head_len) = find_header_end(buf) else {
+    let mut buf = buf;
+    let mut skip = 0;
+    while let [b'\r' | b'\n', rest @ ..] = buf {
+        buf = rest;
+        skip += 1;
+    }
+    let Some((head_bytes, body_start)) = find_header_end(buf) else {
         if buf.len() > MAX_HEADER_BYTES {
             return Err(too_large_header());
         }
         return Ok(None);
     };
-    if head_len > MAX_HEADER_BYTES {
+    if head_bytes.len() > MAX_HEADER_BYTES {
         return Err(too_large_header());
     }
-    let body_start = head_len
-        + if buf[head_len..].starts_with(b"\r\n\r\n") {
-            4
-        } else {
-            2
-        };
-    let head_bytes = &buf[..head_len];
     let lines = || {
         head_bytes
             .split(|&b| b == b'\n')
@@ -129,11 +120,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, FrameError>
     let mut content_length = 0usize;
     let mut cseq = None;
     for line in lines().skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let mut parts = line.splitn(2, |&b| b == b':');
+        let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
             continue;
         };
-        let name = line[..colon].trim_ascii();
-        let value = std::str::from_utf8(line[colon + 1..].trim_ascii()).ok();
+        let name = name.trim_ascii();
+        let value = std::str::from_utf8(value.trim_ascii()).ok();
         if name.eq_ignore_ascii_case(b"Content-Length") {
             content_length = match value.and_then(|v| v.parse::<usize>().ok()) {
                 Some(n) => n,
@@ -207,10 +199,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, FrameError>
         }
         headers.push((name.to_string(), value.to_string()));
     }
-    if buf.len() < body_start + content_length {
+    let Some(body) = buf.get(body_start..body_start + content_length) else {
         return Ok(None);
-    }
-    let body = buf[body_start..body_start + content_length].to_vec();
+    };
+    let body = body.to_vec();
     let req = Request {
         method: method.to_string(),
         uri: uri.to_string(),
@@ -221,10 +213,21 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, FrameError>
     Ok(Some((req, skip + body_start + content_length)))
 }
 
-/// Index of the blank line ending the header block (CRLFCRLF, or bare LFLF).
-fn find_header_end(buf: &[u8]) -> Option<usize> {
+/// The header block, up to the blank line ending it (CRLFCRLF, or bare LFLF), and where the
+/// body starts (after that blank line).
+fn find_header_end(buf: &[u8]) -> Option<(&[u8], usize)> {
     let limit = buf.len().min(MAX_HEADER_BYTES + 4);
-    (0..limit).find(|&i| buf[i..].starts_with(b"\r\n\r\n") || buf[i..].starts_with(b"\n\n"))
+    (0..limit).find_map(|i| {
+        let (head, rest) = buf.split_at_checked(i)?;
+        let blank = if rest.starts_with(b"\r\n\r\n") {
+            4
+        } else if rest.starts_with(b"\n\n") {
+            2
+        } else {
+            return None;
+        };
+        Some((head, i + blank))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,17 @@
 //! The RTSP control connection: framing ([`message`]), SDP ([`sdp`]), Digest auth
 //! ([`auth`]) and the per-connection state machine ([`session`]).
+//!
+//! Everything here reads what senders send: no panic on input (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic,
+        clippy::unreachable
+    )
+)]
 
 pub mod auth;
 pub mod message;

@@ -155,21 +155,26 @@ pub fn parse_announce(body: &[u8]) -> Result<Announce, SdpError> {
 /// numChannels maxRun maxFrameBytes avgBitRate sampleRate).
 fn alac_format(params: &str) -> Result<StreamFormat, SdpError> {
     let f: Vec<&str> = params.split_whitespace().collect();
-    if f.len() != 11 {
+    let &[frames, _, depth, _, _, _, channels, _, _, _, rate] = f.as_slice() else {
         return Err(refuse(
             400,
             format!("ALAC fmtp needs 11 parameters, got {}", f.len()),
         ));
-    }
-    let num = |i: usize| {
-        f[i].parse::<u32>().map_err(|_| {
+    };
+    let num = |i: usize, v: &str| {
+        v.parse::<u32>().map_err(|_| {
             refuse(
                 400,
                 format!("ALAC fmtp parameter {} is not a number", i + 1),
             )
         })
     };
-    let (frames, depth, channels, rate) = (num(0)?, num(2)?, num(6)?, num(10)?);
+    let (frames, depth, channels, rate) = (
+        num(0, frames)?,
+        num(2, depth)?,
+        num(6, channels)?,
+        num(10, rate)?,
+    );
     if depth != 16 || channels != 2 || rate != 44100 {
         return Err(refuse(415, format!("unsupported ALAC format {depth}-bit {channels} ch {rate} Hz (only 16-bit stereo 44100 Hz)")));
     }
