@@ -71,8 +71,9 @@ struct Speaker {
     next_conn: u64,
     /// RTSP connections open now.
     connections: usize,
-    /// Per connection: a channel that closes it (a sender taken over by another).
-    kick: Vec<(u64, async_channel::Sender<()>)>,
+    /// Per connection: a channel that closes it, with the reason for the log (a sender taken
+    /// over by another, an output that failed under it).
+    kick: Vec<(u64, async_channel::Sender<&'static str>)>,
 }
 
 pub struct Daemon {
@@ -83,7 +84,9 @@ pub struct Daemon {
     pool: Pool,
     ex: Rc<LocalExecutor<'static>>,
     pub hooks: Rc<RefCell<Hooks>>,
-    /// Why the output could not be opened, while `--wait-for-output` waits for it.
+    /// Why the output cannot be used: it could not be opened at start (`--wait-for-output`),
+    /// or it failed under a stream and did not come back within [`player::OUTPUT_GRACE`].
+    /// While set, new senders are refused with `503` and the cause.
     output_problem: RefCell<Option<ProbeError>>,
     /// When the daemon started, for its uptime.
     started: Instant,
@@ -128,10 +131,12 @@ impl Daemon {
         *self.output_problem.borrow_mut() = problem;
     }
 
-    /// With `--wait-for-output`, checks the output again before a new stream (while no stream
-    /// holds it): the USB DAC may have appeared, or gone. `Err` holds the cause for the sender.
+    /// With `--wait-for-output`, or after the output failed under a stream, checks the output
+    /// again before a new stream (while no stream holds it): the USB DAC may have appeared,
+    /// come back, or gone. `Err` holds the cause for the sender.
     fn check_output(&self) -> Result<(), String> {
-        if !self.cfg.wait_for_output || self.speaker.borrow().stream.is_some() {
+        let watched = self.cfg.wait_for_output || self.output_problem.borrow().is_some();
+        if !watched || self.speaker.borrow().stream.is_some() {
             return Ok(());
         }
         let verdict = crate::output::probe(&self.cfg.output).err();
@@ -183,9 +188,7 @@ impl Daemon {
         match crate::output::probe(&self.cfg.output) {
             Ok(()) => {
                 log::warn!("output {} works", self.cfg.output);
-                if self.cfg.wait_for_output {
-                    *self.output_problem.borrow_mut() = None;
-                }
+                *self.output_problem.borrow_mut() = None;
             }
             Err(p) => {
                 log::warn!("{p}");
@@ -269,7 +272,7 @@ impl Daemon {
         };
         log::info!("{peer}: connected");
         let _ = stream.get_ref().set_nodelay(true);
-        let (kick_tx, kick_rx) = async_channel::bounded::<()>(1);
+        let (kick_tx, kick_rx) = async_channel::bounded::<&'static str>(1);
         self.speaker.borrow_mut().kick.push((id, kick_tx));
         let mut session = Session::new(ConnectionInfo {
             local,
@@ -353,8 +356,8 @@ impl Daemon {
             };
             let read = future::or(read, incomplete);
             let kicked = async {
-                let _ = kick_rx.recv().await;
-                Some(Err(std::io::Error::other("taken over")))
+                let why = kick_rx.recv().await.unwrap_or("closed");
+                Some(Err(std::io::Error::other(why)))
             };
             match future::or(kicked, future::or(read, idle)).await {
                 Some(Ok(0)) => break,
@@ -413,6 +416,14 @@ impl Daemon {
         }
     }
 
+    /// Frees the speaker: no owner, sender or now-playing any more.
+    fn release(sp: &mut Speaker) {
+        sp.owner = None;
+        sp.sender = None;
+        sp.remote = None;
+        sp.now_playing.clear();
+    }
+
     /// Stops the current stream (its task returns the resources to the pool).
     fn stop_stream(sp: &mut Speaker) {
         if let Some(s) = sp.stream.take() {
@@ -462,7 +473,7 @@ impl SessionIo for ConnIo<'_> {
                 Daemon::stop_stream(&mut sp);
                 // The old sender's connection is closed, which it sees as the end.
                 if let Some((_, k)) = sp.kick.iter().find(|(c, _)| *c == old) {
-                    let _ = k.try_send(());
+                    let _ = k.try_send("taken over");
                 }
             }
             Some(_) => return false,
@@ -535,9 +546,28 @@ impl SessionIo for ConnIo<'_> {
                 if sp.stream.as_ref().is_some_and(|s| s.serial == serial) {
                     sp.stream = None;
                 }
-                if end == End::Timeout && sp.owner == Some(id) {
-                    // A vanished sender frees the speaker.
-                    sp.owner = None;
+                match end {
+                    End::Timeout if sp.owner == Some(id) => {
+                        // A vanished sender frees the speaker.
+                        sp.owner = None;
+                    }
+                    End::SinkFailed(e) => {
+                        let problem = crate::output::failure(&d.cfg.output, &e);
+                        log::error!(
+                            "{problem}; closing the sender's connection, and refusing senders \
+                             with 503 until the output works again"
+                        );
+                        *d.output_problem.borrow_mut() = Some(problem);
+                        if sp.owner == Some(id) {
+                            Daemon::release(&mut sp);
+                        }
+                        // The sender sees its connection closed (the speaker gone) instead of
+                        // playing on into silence.
+                        if let Some((_, k)) = sp.kick.iter().find(|(c, _)| *c == id) {
+                            let _ = k.try_send("output failed");
+                        }
+                    }
+                    _ => {}
                 }
             })
             .detach();
@@ -595,10 +625,7 @@ impl SessionIo for ConnIo<'_> {
     fn teardown(&mut self) {
         let mut sp = self.d.speaker.borrow_mut();
         if sp.owner == Some(self.id) {
-            sp.owner = None;
-            sp.sender = None;
-            sp.remote = None;
-            sp.now_playing.clear();
+            Daemon::release(&mut sp);
             Daemon::stop_stream(&mut sp);
             drop(sp);
             self.d.hooks.borrow_mut().audio_stopped(Instant::now());

@@ -231,8 +231,11 @@ fn errno_text(errno: i32) -> String {
 /// stdout were opened by [`open`] already; for them this checks nothing more.
 ///
 /// An ALSA device is opened with the stream's parameters (S16, 2 channels, 44100 Hz,
-/// interleaved) and closed again at once, so that other programs can use it until a sender
-/// plays (the design of [`alsa`]).
+/// interleaved), given one buffer and one period of silence (at most [`PROBE_FRAMES`], about
+/// 210 ms, as much as it takes without waiting) and closed again at once, so that other
+/// programs can use it until a sender plays (the design of [`alsa`]). The silence catches
+/// PCMs that open fine but fail when played: alsa-lib 1.2.8's `file` plugin reports a file
+/// it cannot create only when its first buffer is written out.
 pub fn probe(spec: &OutputSpec) -> Result<(), ProbeError> {
     match spec {
         OutputSpec::Alsa(dev) => probe_alsa(dev),
@@ -240,20 +243,63 @@ pub fn probe(spec: &OutputSpec) -> Result<(), ProbeError> {
     }
 }
 
+/// Most silence [`probe`] writes to an ALSA device, in frames: the buffer raopd asks for
+/// plus one period.
+pub const PROBE_FRAMES: usize = 9 * 1024;
+
 #[cfg(feature = "alsa")]
 fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
     let mut sink = alsa::AlsaSink::new(dev)
         .map_err(|e| ProbeError::new(false, format!("output alsa:{dev}: {e}"), LIST_HINT))?;
-    let result = sink.start();
+    let result = sink.start().and_then(|()| probe_write(&mut sink));
     sink.stop();
     let Err(e) = result else {
         return Ok(());
     };
-    let failure = e
-        .get_ref()
+    Err(alsa_verdict(dev, &e, alsa_failure(&e)))
+}
+
+/// Writes up to [`PROBE_FRAMES`] of silence, as much as `sink` takes without waiting.
+#[cfg(feature = "alsa")]
+fn probe_write(sink: &mut dyn Sink) -> io::Result<()> {
+    let silence = [0i16; 1024 * CHANNELS];
+    let mut left = PROBE_FRAMES;
+    // Bounded: a device that takes nothing (or keeps taking a little) ends it too.
+    for _ in 0..32 {
+        let st = sink.status(Instant::now())?;
+        let n = left.min(st.avail).min(1024);
+        if n == 0 {
+            break;
+        }
+        let w = sink.write(Instant::now(), &silence[..n * CHANNELS])?;
+        if w == 0 {
+            break;
+        }
+        left -= w.min(left);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "alsa")]
+fn alsa_failure(e: &io::Error) -> Option<alsa::AlsaFailure> {
+    e.get_ref()
         .and_then(|inner| inner.downcast_ref::<alsa::AlsaFailure>())
-        .copied();
-    Err(alsa_verdict(dev, &e, failure))
+        .copied()
+}
+
+/// What to tell senders about an output that failed under a stream with `e` (the sink's
+/// error): the same shape as [`probe`]'s verdict, e.g. `output alsa:usb: playing failed
+/// (No such device)`.
+pub fn failure(spec: &OutputSpec, e: &io::Error) -> ProbeError {
+    match spec {
+        #[cfg(feature = "alsa")]
+        OutputSpec::Alsa(dev) => alsa_verdict(dev, e, alsa_failure(e)),
+        _ => ProbeError::new(
+            false,
+            format!("output {spec}: {e}"),
+            "check where the output goes (a full disk, a removed file system)",
+        ),
+    }
 }
 
 #[cfg_attr(not(feature = "alsa"), allow(dead_code))]
@@ -280,6 +326,15 @@ fn alsa_verdict(dev: &str, e: &io::Error, failure: Option<alsa::AlsaFailure>) ->
                 f.what
             ),
             &format!("use {plug}, which converts, or alsa:default"),
+        );
+    }
+    if matches!(f.what, "write" | "status" | "recover") {
+        // Opened and configured, then failed when played: a USB DAC unplugged (ENODEV), a
+        // `file` PCM whose file or pipe cannot be written (EIO).
+        return ProbeError::new(
+            false,
+            format!("output alsa:{dev}: playing failed ({cause})"),
+            "the device went away or cannot be written (for a `file` PCM: its file or pipe)",
         );
     }
     if f.what != "open" {

@@ -28,6 +28,20 @@ use std::time::{Duration, Instant};
 /// How often stream statistics are logged at debug level.
 const STATS_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
+/// After the output fails mid-stream (a USB DAC unplugged, an ALSA PCM whose file or pipe
+/// went away), the stream is kept (sockets, jitter buffer, clock) and the sink is opened
+/// again this often: once a second, from a timer, never in a busy loop.
+pub const OUTPUT_RETRY: Duration = Duration::from_secs(1);
+/// How long a failed output is retried before the stream ends (10 s). The sender is then
+/// told: its RTSP connection is closed, and new senders get `503` with the cause until the
+/// output works again (see `server`). A DAC that is plugged back in within this resumes
+/// the stream at the position the sender's clock says, as if nothing happened.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(10);
+/// The output counts as working again once it has taken this much audio (1 s, in frames)
+/// after it was reopened without failing: some devices open fine and fail only at the first
+/// writes (alsa-lib's `file` plugin with an unwritable file fails once a buffer is full).
+const RECOVERED_FRAMES: u64 = crate::output::RATE as u64;
+
 /// Commands from the RTSP session to its stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cmd {
@@ -132,13 +146,23 @@ impl StreamStats {
 }
 
 /// Why a stream ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum End {
     Stopped,
     /// The sender went silent for longer than the session timeout.
     Timeout,
-    /// The sink failed and could not be reopened.
-    SinkFailed,
+    /// The sink failed and still failed after [`OUTPUT_GRACE`] of retries: the last error.
+    SinkFailed(std::io::Error),
+}
+
+/// A failed output being retried (see [`OUTPUT_GRACE`]).
+struct Outage {
+    /// When the output first failed.
+    since: Instant,
+    /// When to open it again.
+    retry_at: Instant,
+    /// The renderer's `frames_written` when the sink was last reopened, once it was.
+    reopened_at_frames: Option<u64>,
 }
 
 /// The UDP sockets of a stream, bound at SETUP.
@@ -286,6 +310,7 @@ async fn run_with(
     let mut timer = Timer::never();
     let mut armed: Option<Instant> = None;
     let mut last_report = now;
+    let mut outage: Option<Outage> = None;
     loop {
         let now = Instant::now();
         if now.duration_since(s.last_heard) > cfg.session_timeout {
@@ -299,19 +324,68 @@ async fn run_with(
         let was_started = s.renderer.is_started();
         let volume = &s.mixer;
         let clock = &s.clock;
-        let wake = match s.renderer.pump(
-            now,
-            sink,
-            buffer,
-            &|ts| clock.local_time_of(ts).map(instant_of),
-            &|f| volume.apply(f),
-        ) {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!("{}: {e}", sink.describe());
-                return End::SinkFailed;
+        let due_of = |ts| clock.local_time_of(ts).map(instant_of);
+        // While the output is down, the sink is opened again only when a retry is due; in
+        // between, audio falls due unheard.
+        let retry_due = outage.as_ref().is_none_or(|o| now >= o.retry_at);
+        let wake = if retry_due {
+            match s
+                .renderer
+                .pump(now, sink, buffer, &due_of, &|f| volume.apply(f))
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    s.renderer.halt(sink);
+                    match &mut outage {
+                        None => {
+                            log::warn!(
+                                "{}: {e}: output failed; keeping the stream and opening the \
+                                 output again every {} s for up to {} s",
+                                sink.describe(),
+                                OUTPUT_RETRY.as_secs(),
+                                OUTPUT_GRACE.as_secs()
+                            );
+                            outage = Some(Outage {
+                                since: now,
+                                retry_at: now + OUTPUT_RETRY,
+                                reopened_at_frames: None,
+                            });
+                        }
+                        Some(o) if now.duration_since(o.since) >= OUTPUT_GRACE => {
+                            log::error!(
+                                "{}: {e}: still failing after {} s: ending the stream",
+                                sink.describe(),
+                                OUTPUT_GRACE.as_secs()
+                            );
+                            return End::SinkFailed(e);
+                        }
+                        Some(o) => {
+                            log::debug!("{}: still failing: {e}", sink.describe());
+                            o.retry_at = now + OUTPUT_RETRY;
+                            o.reopened_at_frames = None;
+                        }
+                    }
+                    None
+                }
             }
+        } else {
+            s.renderer.discard_due(now, buffer, &due_of);
+            None
         };
+        if let Some(o) = &mut outage {
+            if s.renderer.is_started() {
+                let written = s.renderer.stats.frames_written;
+                let mark = *o.reopened_at_frames.get_or_insert(written);
+                if written.saturating_sub(mark) >= RECOVERED_FRAMES {
+                    log::warn!(
+                        "{}: works again after {} ms; playback resumed at the stream's position",
+                        sink.describe(),
+                        now.duration_since(o.since).as_millis()
+                    );
+                    outage = None;
+                }
+            }
+        }
         let started = s.renderer.is_started();
         if started && !was_started {
             waiter = Some(Waiter::new(sink));
@@ -339,6 +413,11 @@ async fn run_with(
         let mut deadline = s.last_heard + cfg.session_timeout;
         if started {
             deadline = deadline.min(now + cfg.period);
+        }
+        if let Some(o) = &outage {
+            // Retries, and the audio falling due meanwhile, are dropped at the pace of
+            // periods.
+            deadline = deadline.min(o.retry_at).min(now + cfg.period);
         }
         for t in [
             wake,

@@ -275,6 +275,47 @@ impl Renderer {
         (sink.capacity() * 3 / 4).clamp(CHUNK, TARGET_FILL_MAX)
     }
 
+    /// The output failed: stops `sink` and forgets what it held. The stream's position is
+    /// kept, so the next [`Renderer::pump`] opens the sink again through the normal start
+    /// path, which places the next frame on its due instant (skipping what fell due
+    /// meanwhile). Frames handed to the sink but not yet heard are lost with it.
+    pub fn halt(&mut self, sink: &mut dyn Sink) {
+        sink.stop();
+        if self.started {
+            self.started = false;
+            self.start_ts = Some(self.next_ts);
+        }
+        self.pending = 0..0;
+        self.error_ns = None;
+        self.far = false;
+    }
+
+    /// While the output is down (after [`Renderer::halt`]): drops the audio whose due instant
+    /// has passed at `now`, as if it had been played, so that the jitter buffer keeps moving
+    /// with the sender (and keeps asking for lost packets of what is still to come) instead
+    /// of filling up. `due_of` as for [`Renderer::pump`]. Dropped frames count in
+    /// [`RenderStats::skipped_frames`].
+    pub fn discard_due(
+        &mut self,
+        now: Instant,
+        buffer: &mut JitterBuffer,
+        due_of: &dyn Fn(u32) -> Option<Instant>,
+    ) {
+        if self.started {
+            return;
+        }
+        let Some(ts) = self.start_ts else { return };
+        let Some(due) = due_of(ts).map(|t| t + self.late_delay) else {
+            return;
+        };
+        if due >= now {
+            return;
+        }
+        self.next_ts = ts;
+        self.skip(duration_to_frames(now - due) as usize, buffer);
+        self.start_ts = Some(self.next_ts);
+    }
+
     /// How long before its due instant a frame is committed to `sink`: a packet must be in
     /// the buffer by then.
     pub fn lead(sink: &dyn Sink) -> Duration {
@@ -860,5 +901,96 @@ mod tests {
     fn audio_in_time_is_never_moved() {
         let (st, _, _, _) = simulate_lead(0.0, 10, 300);
         assert_eq!((st.late_restarts, st.late_frames), (0, 0), "{st:?}");
+    }
+
+    /// The output goes away for 3 s (halt, then only `discard_due`) 2 s into a stream and
+    /// comes back: the audio after the gap is the audio due then, on time, and the stream
+    /// plays on from there, frame after frame, although the buffer (3 s) would have
+    /// overflowed had nothing been taken from it meanwhile.
+    #[test]
+    fn after_an_outage_the_stream_resumes_at_the_position_due() {
+        let dir = std::env::temp_dir().join(format!("raopd-render-outage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.raw");
+        let mut sink = SoftSink::pipe(&path).unwrap();
+        let mut buffer = JitterBuffer::with_capacity_frames(3 * 44100);
+        buffer.reset(352);
+        let mut r = Renderer::new();
+        let t0 = Instant::now();
+        let due0 = t0 + Duration::from_millis(500);
+        let due_of = move |ts: u32| Some(due0 + frames_to_duration(ts as usize));
+        r.set_start(0);
+        buffer.start_at(0);
+        let (down, up) = (due0 + Duration::from_secs(2), due0 + Duration::from_secs(5));
+        let mut sent: u32 = 0;
+        let mut seq: u16 = 0;
+        let mut now = t0;
+        let mut resumed_at = None;
+        while now < due0 + Duration::from_secs(8) {
+            // The sender hands every frame over 1.5 s before it is due.
+            while frames_to_duration(sent as usize) < (now + Duration::from_millis(1500)) - due0 {
+                if let Insert::Slot(i) = buffer.insert(seq, sent, 0) {
+                    for (k, s) in buffer.slot_pcm(i).iter_mut().take(704).enumerate() {
+                        *s = ((sent as usize + k / 2) % 30000 + 1) as i16;
+                    }
+                    buffer.commit(i, 352);
+                }
+                seq = seq.wrapping_add(1);
+                sent += 352;
+            }
+            let wake = if now >= down && now < up {
+                if r.is_started() {
+                    r.halt(&mut sink);
+                }
+                r.discard_due(now, &mut buffer, &due_of);
+                None
+            } else {
+                let wake = r
+                    .pump(now, &mut sink, &mut buffer, &due_of, &|_| {})
+                    .unwrap();
+                if now >= up && resumed_at.is_none() {
+                    resumed_at = Some(now);
+                }
+                wake
+            };
+            now = wake
+                .unwrap_or(now + Duration::from_millis(40))
+                .max(now + Duration::from_millis(1));
+        }
+        sink.stop();
+        let raw = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        let frames: Vec<i16> = raw
+            .chunks_exact(4)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        // The frame positions written, in order: one jump (the gap), no repeat.
+        let pos: Vec<usize> = frames
+            .iter()
+            .filter(|&&s| s != 0)
+            .map(|&s| s as usize - 1)
+            .collect();
+        let jumps: Vec<(usize, usize)> = pos
+            .windows(2)
+            .filter(|w| w[1] != (w[0] + 1) % 30000)
+            .map(|w| (w[0], w[1]))
+            .collect();
+        assert_eq!(jumps.len(), 1, "{jumps:?}");
+        // The first frame after the gap is the one due when the output came back.
+        let due_then = duration_to_frames(resumed_at.unwrap() - due0) as usize % 30000;
+        let resumed = jumps[0].1;
+        assert!(
+            resumed.abs_diff(due_then) <= 441,
+            "resumed at frame {resumed}, due then: {due_then}"
+        );
+        assert_eq!(buffer.stats.resyncs, 0, "the buffer overflowed");
+        // And it played on to the end: 3 s after the return.
+        let after = pos.len()
+            - 1
+            - pos
+                .windows(2)
+                .position(|w| w[1] != (w[0] + 1) % 30000)
+                .unwrap();
+        assert!(after >= 3 * 44100, "{after} frames after the gap");
     }
 }
