@@ -48,7 +48,7 @@
 //! runtime fire late while the RTP timestamp stays exact). One statement must not move the
 //! schedule, so only the first sync after RECORD/FLUSH (flagged `0x90`, or the first at all)
 //! anchors the mapping. Each later statement is compared with the anchor's prediction: a
-//! residual within ±5 ms slews the anchor by at most 0.1 ms (a sender whose RTP clock runs
+//! residual within ±5 ms slews the anchor by 1/32 of it, at most 0.1 ms (a sender whose RTP clock runs
 //! slightly off its NTP clock is followed; so is a sender whose statements settle a few
 //! milliseconds off its first one, as PulseAudio's do when its sink thread is scheduled late,
 //! gradually rather than by a step); larger residuals are counted as outliers and move
@@ -99,6 +99,10 @@ const PENDING: usize = 8;
 /// sit 2 ms or more off its first one on a loaded machine, and a step of that size would
 /// cost dropped frames where a slew costs none for the first seconds.
 const SLEW_BAND_NS: i64 = 5_000_000;
+/// A statement within the band moves the anchor by this fraction of its residual (at most
+/// `estimator::MAX_SLEW_NS`): a steady offset is followed with a time constant of 32
+/// statements (about 30 s), so statement noise averages out instead of walking the anchor.
+const SLEW_DIVISOR: i64 = 32;
 /// Consecutive outliers that must agree before the anchor moves to them.
 pub const CONSISTENT_SYNCS: usize = 4;
 /// Outliers agreeing within this (max − min) are a real step of the sender's timeline.
@@ -461,7 +465,8 @@ impl ClockModel {
     fn judge(&mut self, residual: i64) -> i64 {
         if residual.abs() <= SLEW_BAND_NS {
             self.outlier_run = 0;
-            return residual.clamp(-estimator::MAX_SLEW_NS, estimator::MAX_SLEW_NS);
+            return (residual / SLEW_DIVISOR)
+                .clamp(-estimator::MAX_SLEW_NS, estimator::MAX_SLEW_NS);
         }
         self.sync_outliers += 1;
         if let Some(o) = self.outliers.get_mut(self.outlier_run % CONSISTENT_SYNCS) {
