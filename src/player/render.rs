@@ -283,6 +283,7 @@ impl Renderer {
         sink.stop();
         if self.started {
             self.started = false;
+            self.prelude = false;
             self.start_ts = Some(self.next_ts);
         }
         self.pending = 0..0;
