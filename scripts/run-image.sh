@@ -69,7 +69,9 @@ cleanup() {
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
-s.sendall(b"\npoweroff\n")
+# 16 bytes: the emulated UART hands input on in groups of 8 (its FIFO trigger level), and
+# a last partial group may wait for more input; the empty lines are harmless to the shell.
+s.sendall(b"\npoweroff\n" + b"\n" * 6)
 s.close()
 PY
     for _ in $(seq 300); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.1; done
