@@ -7,6 +7,11 @@
 //! [`server`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
 //! drives the sans-IO cores from one thread, on the epoll [`reactor`].
 
+/// The sample rate of everything raopd handles, in frames per second (and RTP ticks per
+/// second): AirPlay 1 streams are always 44.1 kHz. The one definition; SDP, the clock model,
+/// the renderer and the sinks all use it.
+pub const RATE: u32 = 44_100;
+
 pub mod bind;
 pub mod buffer;
 pub mod clock;

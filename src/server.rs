@@ -100,8 +100,9 @@ impl Daemon {
         sink: Box<dyn Sink>,
         ex: Rc<LocalExecutor<'static>>,
     ) -> Rc<Self> {
-        let latency_frames = cfg.latency.as_millis() as usize * 441 / 10;
-        let buffer = JitterBuffer::with_capacity_frames(latency_frames.max(88200) + 44100);
+        let rate = crate::RATE as usize;
+        let latency_frames = cfg.latency.as_millis() as usize * rate / 1000;
+        let buffer = JitterBuffer::with_capacity_frames(latency_frames.max(2 * rate) + rate);
         log::info!(
             "jitter buffer: {} packets, {} KiB",
             buffer.capacity_packets(),
@@ -499,7 +500,8 @@ impl SessionIo for ConnIo<'_> {
         let (tx, rx) = async_channel::unbounded();
         let stats = Rc::new(RefCell::new(StreamStats::default()));
         let cfg = player::PlayerConfig {
-            default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * 441 / 10) as u32,
+            default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * u64::from(crate::RATE)
+                / 1000) as u32,
             latency_offset_ms: self.d.cfg.latency_offset_ms,
             session_timeout: self.d.cfg.session_timeout,
             period: player::DEFAULT_PERIOD,

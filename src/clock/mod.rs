@@ -111,7 +111,7 @@ const CONSISTENT_SPREAD_NS: i64 = 4_000_000;
 const JUMP_NS: i64 = 50_000_000;
 /// Sync packets (and SDP `a=min-latency`/`a=max-latency`) claiming more latency than this, in
 /// frames (10 s), are treated as garbage.
-pub const MAX_LATENCY_FRAMES: u32 = 10 * crate::output::RATE;
+pub const MAX_LATENCY_FRAMES: u32 = 10 * crate::RATE;
 
 /// Frames the receiver adds to the latency stated in sync packets, announced in RECORD's reply
 /// as `Audio-Latency` (the value AirPort Express and shairport-sync use): 250 ms.
@@ -187,10 +187,10 @@ pub struct ClockConfig {
 impl Default for ClockConfig {
     fn default() -> Self {
         Self {
-            sample_rate: 44_100,
+            sample_rate: crate::RATE,
             timing_interval_ns: 3 * NS_PER_SEC,
             output_offset_ns: 0,
-            default_latency_frames: 88_200,
+            default_latency_frames: 2 * crate::RATE,
             latency: LatencyRule::default(),
         }
     }
@@ -282,7 +282,7 @@ impl ClockModel {
         let cfg = ClockConfig {
             // A zero rate would divide by zero; RAOP is always 44100.
             sample_rate: if cfg.sample_rate == 0 {
-                44_100
+                crate::RATE
             } else {
                 cfg.sample_rate
             },

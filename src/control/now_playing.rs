@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 pub const MAX_ARTWORK_BYTES: usize = 512 * 1024;
 
 /// RTP timestamps in `progress` count frames at this rate.
-const RTP_RATE: f64 = 44100.0;
+const RTP_RATE: f64 = crate::RATE as f64;
 
 /// One cover image, as the sender sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]

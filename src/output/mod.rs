@@ -25,8 +25,7 @@ pub use soft::SoftSink;
 pub use volume::{Mixer, SoftMixer};
 pub use wait::Waiter;
 
-/// Sample rate of everything that goes through this module; AirPlay 1 streams are always 44.1 kHz.
-pub const RATE: u32 = 44_100;
+pub use crate::RATE;
 /// Interleaved channels per frame.
 pub const CHANNELS: usize = 2;
 

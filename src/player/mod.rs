@@ -40,7 +40,7 @@ pub const OUTPUT_GRACE: Duration = Duration::from_secs(10);
 /// The output counts as working again once it has taken this much audio (1 s, in frames)
 /// after it was reopened without failing: some devices open fine and fail only at the first
 /// writes (alsa-lib's `file` plugin with an unwritable file fails once a buffer is full).
-const RECOVERED_FRAMES: u64 = crate::output::RATE as u64;
+const RECOVERED_FRAMES: u64 = crate::RATE as u64;
 
 /// Commands from the RTSP session to its stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -278,7 +278,7 @@ async fn run_with(
         decoder,
         clock: ClockModel::new(
             ClockConfig {
-                sample_rate: crate::output::RATE,
+                sample_rate: crate::RATE,
                 timing_interval_ns: 3_000_000_000,
                 output_offset_ns: cfg.latency_offset_ms * 1_000_000,
                 default_latency_frames: cfg.default_latency_frames,
@@ -406,7 +406,7 @@ async fn run_with(
         // for it: a real-time sender with a short latency (PipeWire: 250 ms) is read as
         // packets come.
         let latency = Duration::from_nanos(
-            u64::from(s.clock.latency_frames()) * 1_000_000_000 / u64::from(crate::output::RATE),
+            u64::from(s.clock.latency_frames()) * 1_000_000_000 / u64::from(crate::RATE),
         );
         let batch = started && latency.saturating_sub(Renderer::lead(sink)) > 3 * cfg.period;
         // The one timer: the earliest thing due.

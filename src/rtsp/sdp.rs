@@ -3,6 +3,7 @@
 
 use crate::clock::MAX_LATENCY_FRAMES;
 use crate::codec::{Codec, StreamFormat, MAX_FRAMES_PER_PACKET};
+use crate::RATE;
 
 /// What an ANNOUNCE asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +105,10 @@ pub fn parse_announce(body: &[u8]) -> Result<Announce, SdpError> {
         let params = fmtp.ok_or_else(|| refuse(400, "AppleLossless without fmtp"))?;
         alac_format(params)?
     } else if name.eq_ignore_ascii_case("L16") {
-        let rate = enc_parts.next().unwrap_or("44100");
+        // No rate given: RAOP's only one.
+        let rate = enc_parts.next();
         let channels = enc_parts.next().unwrap_or("1");
-        if rate != "44100" || channels != "2" {
+        if rate.is_some_and(|r| r.parse::<u32>().ok() != Some(RATE)) || channels != "2" {
             return Err(refuse(
                 415,
                 format!("unsupported PCM format {encoding} (only L16/44100/2)"),
@@ -175,8 +177,8 @@ fn alac_format(params: &str) -> Result<StreamFormat, SdpError> {
         num(6, channels)?,
         num(10, rate)?,
     );
-    if depth != 16 || channels != 2 || rate != 44100 {
-        return Err(refuse(415, format!("unsupported ALAC format {depth}-bit {channels} ch {rate} Hz (only 16-bit stereo 44100 Hz)")));
+    if depth != 16 || channels != 2 || rate != RATE {
+        return Err(refuse(415, format!("unsupported ALAC format {depth}-bit {channels} ch {rate} Hz (only 16-bit stereo {RATE} Hz)")));
     }
     if frames == 0 || frames > MAX_FRAMES_PER_PACKET {
         return Err(refuse(
