@@ -264,6 +264,9 @@ pub struct ClockModel {
     /// Requests sent in the current fast phase.
     fast_requests: u32,
     anchor: Option<Anchor>,
+    /// The sender-stated anchor before the last reset, for the first packet after a FLUSH
+    /// (see [`ClockModel::handle_first_packet`]).
+    before_reset: Option<Anchor>,
     /// Total latency from the last sync packet.
     latency: Option<u32>,
     /// A flagged (`0x90`) sync has anchored since the last reset: later flags are ordinary
@@ -297,6 +300,7 @@ impl ClockModel {
             next_request: now,
             fast_requests: 0,
             anchor: None,
+            before_reset: None,
             latency: None,
             flagged: false,
             outliers: [0; CONSISTENT_SYNCS],
@@ -499,12 +503,34 @@ impl ClockModel {
     /// Fallback anchor when audio arrives before any sync packet: frame `rtp` arrived at
     /// `arrival` and sounds one latency later (the last sync's latency, else the configured
     /// default). Ignored if already anchored; the next sync packet replaces it.
+    ///
+    /// After a FLUSH, the sender's last statement is tried first: a FLUSH does not always
+    /// move the sender's timeline (pyatv flushes right after its first sync, before any
+    /// audio, and then sends only unflagged syncs, one a second). If that statement puts the
+    /// frame between its arrival and a second past the fallback's guess, it is kept, and
+    /// later statements are judged against it as usual. Otherwise (a pause: the old line puts
+    /// the frame in the past) the fallback is used. Without this, the guess (off by however
+    /// late the sender sent the packet, tens of ms for pyatv) was replaced by the next sync
+    /// only after the stream had started when that sync was lost or late: a step of that
+    /// size in the middle of playback.
     pub fn handle_first_packet(&mut self, rtp: u32, arrival: LocalNs) {
         if self.anchor.is_some() {
             return;
         }
         let latency = self.frames_to_ns(i128::from(self.latency_frames()), Rounding::Up);
-        let at = u64::try_from(i128::from(arrival) + latency).unwrap_or(u64::MAX);
+        let guess = i128::from(arrival) + latency;
+        if let Some(before) = self.before_reset.take() {
+            self.anchor = Some(before);
+            let offset = i128::from(self.cfg.output_offset_ns);
+            let kept = self.local_time_of(rtp).map(|t| i128::from(t) - offset);
+            if kept.is_some_and(|t| t >= i128::from(arrival) && t <= guess + i128::from(NS_PER_SEC))
+            {
+                log::debug!("clock: first packet after FLUSH placed by the sender's last sync");
+                return;
+            }
+            self.anchor = None;
+        }
+        let at = u64::try_from(guess).unwrap_or(u64::MAX);
         self.anchor = Some(Anchor {
             rtp,
             ext: i64::from(rtp),
@@ -515,6 +541,9 @@ impl ClockModel {
     /// Forgets the anchor (FLUSH, new stream) but keeps the clock estimate, which describes
     /// the sender's clock rather than the stream.
     pub fn reset_anchor(&mut self) {
+        self.before_reset = self
+            .anchor
+            .filter(|a| matches!(a.at, AnchorTime::Sender(_)));
         self.anchor = None;
         self.flagged = false;
         self.outlier_run = 0;

@@ -670,6 +670,28 @@ fn first_packet_fallback() {
 }
 
 #[test]
+fn first_packet_after_flush_keeps_the_senders_timeline_when_it_fits() {
+    // pyatv: its first (flagged) sync, a FLUSH before any audio, then the first packet, sent
+    // 30 ms later than its own timeline says (frame 0 sounds at 10 s, latency 2 s). The
+    // fallback would guess 10.03 s; the sender's statement says 10 s.
+    let mut m = ClockModel::new(cfg(), 0);
+    statements(&mut m, &[0]);
+    m.reset_anchor();
+    m.handle_first_packet(0, 8 * SEC + 30 * MS);
+    assert_eq!(m.local_time_of(0), Some(10 * SEC));
+    // Its next (unflagged) sync agrees: nothing moves, nothing is an outlier.
+    let ntp = local_to_ntp(SENDER_BASE_NS + 11 * SEC);
+    m.handle_sync(&sync(44_100, ntp, 44_100 + 88_200, false), 9 * SEC);
+    assert_eq!(m.local_time_of(0), Some(10 * SEC));
+    assert_eq!((m.stats().sync_outliers, m.stats().reanchors), (0, 0));
+    // After a pause the old line puts the first packet in the past: the fallback guess
+    // (arrival + 2 s), until the sender's next statement.
+    m.reset_anchor();
+    m.handle_first_packet(88_200, 30 * SEC);
+    assert_eq!(m.local_time_of(88_200), Some(32 * SEC));
+}
+
+#[test]
 fn first_packet_uses_configured_and_synced_latency() {
     let mut m = ClockModel::new(
         ClockConfig {
@@ -706,9 +728,10 @@ fn output_offset_is_applied_both_ways() {
         assert_eq!(m.rtp_at(due), Some(500));
         assert_eq!(m.rtp_at(due - 1), Some(499));
 
+        // A FLUSH after which the old line puts the first packet in the past: the fallback.
         m.reset_anchor();
-        m.handle_first_packet(500, 10 * SEC);
-        let due = (12 * SEC as i64 + offset) as u64;
+        m.handle_first_packet(500, 11 * SEC);
+        let due = (13 * SEC as i64 + offset) as u64;
         assert_eq!(m.local_time_of(500), Some(due));
         assert_eq!(m.rtp_at(due), Some(500));
     }
