@@ -490,7 +490,11 @@ impl SessionIo for ConnIo<'_> {
         let socks = Sockets {
             audio: Async::new(self.d.bind_udp(self.iface)?)?,
             control: Async::new(self.d.bind_udp(self.iface)?)?,
-            timing: Async::new(self.d.bind_udp(self.iface)?)?,
+            timing: Async::new({
+                let timing = self.d.bind_udp(self.iface)?;
+                player::stamp_arrivals(&timing);
+                timing
+            })?,
         };
         let ports = UdpPorts {
             audio: socks.audio.get_ref().local_addr()?.port(),

@@ -56,7 +56,7 @@ const NAME: &str = "raopd-malta";
 /// raopd's log filter in the image: info, plus the output wait's debug line that says whether
 /// the sound card's poll descriptors are used (every packet at debug level would load the
 /// emulated serial console).
-const LOG: &str = "info,raopd::output::wait=debug";
+const LOG: &str = "info,raopd::output::wait=debug,raopd::clock=debug,raopd::player=debug";
 
 /// Builds the image once per test binary; returns its directory.
 fn image_dir() -> &'static Path {

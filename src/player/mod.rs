@@ -19,6 +19,7 @@ use futures_lite::Stream as _;
 use std::cell::RefCell;
 use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -198,6 +199,8 @@ struct Stream {
     stats: Rc<RefCell<StreamStats>>,
     last_heard: Instant,
     first_packet_seen: bool,
+    /// A timing reply has come with the kernel's arrival stamp (logged once).
+    stamped: bool,
     /// The sink's underrun count when the stream started.
     underruns_before: u64,
 }
@@ -299,6 +302,7 @@ async fn run_with(
         stats,
         last_heard: now,
         first_packet_seen: false,
+        stamped: false,
         underruns_before,
     };
     let mut abuf = vec![0u8; 2048];
@@ -525,6 +529,118 @@ fn recv(sock: &Async<UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> 
     }
 }
 
+/// Asks the kernel to stamp each datagram on `sock` with its arrival time (`SO_TIMESTAMPNS`,
+/// socket(7)), read by [`recv_stamped`]. Best effort: without it, arrival is the loop's time.
+pub fn stamp_arrivals(sock: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid descriptor and an int option of the stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::debug!(
+            "SO_TIMESTAMPNS: {}: timing replies dated when read",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Like [`recv`], plus when the datagram arrived: the kernel's stamp ([`stamp_arrivals`])
+/// carried over to the monotonic clock, or `None` without a plausible one. Timing replies
+/// dated when the loop gets to them (a busy 400 MHz board: milliseconds later) would make
+/// the return leg look long and move the clock estimate after the stream has started.
+fn recv_stamped(
+    sock: &Async<UdpSocket>,
+    buf: &mut [u8],
+) -> Option<(usize, SocketAddr, Option<Instant>)> {
+    // SAFETY: all-zero is a valid sockaddr_storage / msghdr / iovec.
+    let mut src: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut src as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` points to a live buffer of the stated size.
+    let n = unsafe { libc::recvmsg(sock.get_ref().as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::WouldBlock {
+            log::debug!("udp receive: {e}");
+        }
+        return None;
+    }
+    let mut stamp: Option<libc::timespec> = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // msg_controllen; SCM_TIMESTAMPNS data is a timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                stamp = Some(std::ptr::read_unaligned(
+                    libc::CMSG_DATA(c) as *const libc::timespec
+                ));
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let from = sockaddr_to_std(&src)?;
+    let arrival = stamp.and_then(|ts| {
+        let mut now_rt = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let now = Instant::now();
+        // SAFETY: clock_gettime only writes the timespec passed.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now_rt) };
+        let ns = |t: &libc::timespec| i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+        let age = ns(&now_rt) - ns(&ts);
+        // A stamp in the future or older than a second is not this datagram's (or the
+        // realtime clock stepped): fall back to the loop's time.
+        (0..1_000_000_000)
+            .contains(&age)
+            .then(|| now - Duration::from_nanos(age as u64))
+    });
+    Some((n as usize, from, arrival))
+}
+
+/// The source address `recvmsg` filled in, for IPv4 and IPv6 sockets.
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// Sends one datagram without waiting: a request that does not fit the socket buffer now is
 /// dropped (the next one is due soon).
 fn send(sock: &Async<UdpSocket>, b: &[u8], to: SocketAddr) {
@@ -634,9 +750,14 @@ impl Stream {
         buffer: &mut JitterBuffer,
     ) {
         let [timing, control, audio] = which;
-        while let Some((n, from)) = timing.then(|| recv(&socks.timing, tbuf)).flatten() {
+        while let Some((n, from, at)) = timing.then(|| recv_stamped(&socks.timing, tbuf)).flatten()
+        {
             if self.accept(from) {
-                self.on_timing(&tbuf[..n], now);
+                if at.is_some() && !self.stamped {
+                    self.stamped = true;
+                    log::debug!("timing replies dated by the kernel's arrival stamps");
+                }
+                self.on_timing(&tbuf[..n], at.unwrap_or(now));
             }
         }
         while let Some((n, from)) = control.then(|| recv(&socks.control, cbuf)).flatten() {
