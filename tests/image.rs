@@ -21,8 +21,8 @@
 //! - SIGTERM to raopd inside the guest removes the announcement at once (goodbye packets), init
 //!   respawns it like procd, and powering the guest off removes it again.
 //!
-//! Needs root, `scripts/setup-test-deps.sh`, `scripts/setup-mips.sh`; `scripts/test.sh` runs it
-//! in its MIPS stage after `scripts/build-mips.sh`.
+//! Needs root, `scripts/setup-test-deps.sh`, `scripts/setup-mips.sh`; `scripts/image-test.sh`
+//! runs it after `scripts/build-mips.sh`. Not in `scripts/test.sh` yet (README, Firmware image).
 
 mod common;
 
@@ -378,7 +378,7 @@ fn require_image_tools() {
 /// Boots the image and has the guest's log, mDNS and sound card checked as described in the
 /// module documentation.
 #[test]
-#[ignore = "needs the mipsel-musl build and qemu-system: run by scripts/image-test.sh, in scripts/test.sh's MIPS stage"]
+#[ignore = "needs the mipsel-musl build and qemu-system, and fails in some runs (README, Firmware image): run by scripts/image-test.sh"]
 fn firmware_image_boots_plays_and_announces() {
     require_image_tools();
     let _serial = common::serial();
