@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -286,30 +284,6 @@ fn a_device_that_cannot_take_the_format_gets_the_plug_hint() {
     assert!(err.contains("choose another --port"), "{err}");
 }
 
-/// The status line of the answer to an L16 ANNOUNCE on a fresh connection.
-fn announce_status(port: u16) -> String {
-    let sdp = "v=0\r\no=iTunes 1 0 IN IP4 127.0.0.1\r\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-               m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\n";
-    let req = format!(
-        "ANNOUNCE rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 2\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(req.as_bytes()).expect("send ANNOUNCE");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    while !buf.windows(2).any(|w| w == b"\r\n") {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let _ = s.write_all(b"TEARDOWN rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 3\r\n\r\n");
-    text(&buf).lines().next().unwrap_or("").to_string()
-}
-
 #[test]
 fn wait_for_output_refuses_senders_with_the_cause_until_the_device_appears() {
     common::require_env();
@@ -346,7 +320,7 @@ fn wait_for_output_refuses_senders_with_the_cause_until_the_device_appears() {
         raopd.log_tail()
     );
 
-    let refused = in_netns(&ns, move || announce_status(PORT));
+    let refused = in_netns(&ns, move || common::announce_status(PORT));
     assert_eq!(
         refused,
         "RTSP/1.0 503 Service Unavailable (output alsa:late: no such ALSA device \
@@ -417,24 +391,6 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-const ZEROCONF_SCRIPT: &str = r#"
-import json, sys, time
-from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
-zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
-seen = []
-class L(ServiceListener):
-    def add_service(self, zc, t, n): seen.append(n)
-    def update_service(self, zc, t, n): pass
-    def remove_service(self, zc, t, n): pass
-ServiceBrowser(zc, "_raop._tcp.local.", L())
-end = time.time() + 10
-while time.time() < end and not seen:
-    time.sleep(0.1)
-info = zc.get_service_info("_raop._tcp.local.", seen[0], timeout=5000) if seen else None
-print(json.dumps({"seen": seen, "port": info.port if info else None}, ensure_ascii=False))
-zc.close()
-"#;
-
 #[test]
 fn a_32_character_cyrillic_name_is_accepted_and_announced() {
     common::require_env();
@@ -493,8 +449,7 @@ fn a_32_character_cyrillic_name_is_accepted_and_announced() {
     assert_eq!(lines[0][3], instance, "avahi's instance name");
     assert_eq!(lines[0][8], PORT.to_string());
 
-    let script = dir.join("zc.py");
-    std::fs::write(&script, ZEROCONF_SCRIPT).expect("script");
+    let script = common::repo_dir().join("tests/senders/zeroconf_resolve.py");
     let out = ns
         .command(common::venv_python())
         .arg(&script)

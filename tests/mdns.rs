@@ -449,31 +449,6 @@ fn zeroconf_python() -> PathBuf {
     python
 }
 
-const ZEROCONF_SCRIPT: &str = r#"
-import json, sys, time
-from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
-want = sys.argv[1]
-zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
-seen = []
-class L(ServiceListener):
-    def add_service(self, zc, t, n): seen.append(n)
-    def update_service(self, zc, t, n): pass
-    def remove_service(self, zc, t, n): pass
-ServiceBrowser(zc, "_raop._tcp.local.", L())
-end = time.time() + 10
-while time.time() < end and want not in seen:
-    time.sleep(0.1)
-info = zc.get_service_info("_raop._tcp.local.", want, timeout=5000)
-res = {"seen": seen}
-if info:
-    res["port"] = info.port
-    res["server"] = info.server
-    res["addresses"] = info.parsed_addresses()
-    res["txt"] = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
-print(json.dumps(res))
-zc.close()
-"#;
-
 // ----- the tests -----
 
 #[test]
@@ -494,8 +469,7 @@ fn avahi_and_zeroconf_find_the_speaker_and_goodbye_removes_it_at_once() {
     assert_txt(&r);
 
     // python-zeroconf: browse and resolve.
-    let script = ns.dir.join("zc.py");
-    fs::write(&script, ZEROCONF_SCRIPT).expect("script");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/senders/zeroconf_resolve.py");
     let mut cmd = ns.exec(python.to_str().expect("path"));
     cmd.arg(&script)
         .arg("AABBCCDDEEFF@Kitchen._raop._tcp.local.");

@@ -333,25 +333,6 @@ fn legacy_answered(mac: &str) -> bool {
     false
 }
 
-const ZEROCONF_RESOLVE: &str = r#"
-import json, sys, time
-from zeroconf import IPVersion, ServiceBrowser, ServiceListener, Zeroconf
-want = sys.argv[1]
-zc = Zeroconf(interfaces=["127.0.0.1"], ip_version=IPVersion.V4Only)
-seen = []
-class L(ServiceListener):
-    def add_service(self, zc, t, n): seen.append(n)
-    def update_service(self, zc, t, n): pass
-    def remove_service(self, zc, t, n): pass
-ServiceBrowser(zc, "_raop._tcp.local.", L())
-end = time.time() + 10
-while time.time() < end and want not in seen:
-    time.sleep(0.1)
-info = zc.get_service_info("_raop._tcp.local.", want, timeout=5000)
-print(json.dumps({"seen": seen, "port": info.port if info else None}))
-zc.close()
-"#;
-
 /// 50 queries a second for 3 s, from port 5353 and asking for multicast answers (the
 /// speaker's PTR and the service type enumeration, alternately): each of the speaker's records
 /// is multicast at most once a second (4 times in the 3.5 s counted: the flood, and the half
@@ -381,8 +362,7 @@ fn multicast_answer_flood_is_not_amplified() {
             "pipe:/dev/null",
         ],
     );
-    let script = dir.join("zc.py");
-    std::fs::write(&script, ZEROCONF_RESOLVE).expect("script");
+    let script = common::repo_dir().join("tests/senders/zeroconf_resolve.py");
     let instance = "AABBCCDDEE02@Flood";
 
     let name = ns.name().to_string();

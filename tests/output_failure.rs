@@ -20,7 +20,6 @@ mod common;
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -353,30 +352,6 @@ fn an_output_that_fails_mid_stream_and_returns_within_the_grace_period_resumes_t
     );
 }
 
-/// Sends an L16 ANNOUNCE on a new connection and returns the status line of the answer.
-fn announce_status(port: u16) -> String {
-    let sdp = "v=0\r\no=iTunes 1 0 IN IP4 127.0.0.1\r\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-               m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\n";
-    let req = format!(
-        "ANNOUNCE rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 2\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(req.as_bytes()).expect("send ANNOUNCE");
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    while !buf.windows(2).any(|w| w == b"\r\n") {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    text.lines().next().unwrap_or("").to_string()
-}
-
 #[test]
 fn an_output_that_does_not_return_ends_the_stream_and_senders_are_refused_until_it_does() {
     common::require_env();
@@ -434,7 +409,7 @@ fn an_output_that_does_not_return_ends_the_stream_and_senders_are_refused_until_
     );
 
     // New senders are told why; the speaker is still announced.
-    let refused = in_netns(&ns, move || announce_status(PORT));
+    let refused = in_netns(&ns, move || common::announce_status(PORT));
     assert_eq!(
         refused,
         "RTSP/1.0 503 Service Unavailable (output alsa:dac: no such ALSA device \

@@ -215,3 +215,35 @@ impl Drop for LogOnPanic {
         }
     }
 }
+
+/// Sends an L16 ANNOUNCE to the daemon on `127.0.0.1:port` on a fresh connection and returns
+/// the status line of the answer (then a TEARDOWN, in case it was accepted). For tests of
+/// refusals (`503` with the cause while the output is missing). Call it inside the test's
+/// namespace (`netns::in_netns`).
+pub fn announce_status(port: u16) -> String {
+    use std::io::{Read, Write};
+    let sdp = "v=0\r\no=iTunes 1 0 IN IP4 127.0.0.1\r\ns=iTunes\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 0 RTP/AVP 96\r\na=rtpmap:96 L16/44100/2\r\n";
+    let req = format!(
+        "ANNOUNCE rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 2\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(req.as_bytes()).expect("send ANNOUNCE");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let _ = s.write_all(b"TEARDOWN rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 3\r\n\r\n");
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
