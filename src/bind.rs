@@ -14,6 +14,25 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+/// `setsockopt(2)` with option value `val` (an int, `ip_mreqn`, ...), its size taken from `T`.
+pub fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
+    // SAFETY: `val` points to a live T whose exact size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            val as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Ties socket `fd` to the interface named `iface` (`SO_BINDTODEVICE`).
 pub fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
     if iface.is_empty() || iface.len() >= libc::IFNAMSIZ || iface.contains('\0') {
@@ -79,16 +98,7 @@ pub fn tcp_listener(iface: Option<&str>, port: u16) -> io::Result<TcpListener> {
     };
     let fd = socket(libc::SOCK_STREAM)?;
     let one: libc::c_int = 1;
-    // SAFETY: `one` is a live c_int whose size is passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, &one);
     bind_to_device(fd.as_raw_fd(), iface)?;
     bind_any(fd.as_raw_fd(), port)?;
     // SAFETY: listen(2) on a socket we own.

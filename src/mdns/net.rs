@@ -5,6 +5,7 @@
 
 use super::responder::{Responder, Transmit, MDNS_GROUP_V4, MDNS_PORT};
 use super::Service;
+use crate::bind::setsockopt;
 use crate::reactor::{Async, Timer};
 use futures_lite::future;
 use std::ffi::CStr;
@@ -586,24 +587,6 @@ fn join(fd: RawFd, i: &Interface, add: bool) {
 fn set_multicast_if(fd: RawFd, i: &Interface) {
     if let Err(e) = setsockopt(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreqn(i)) {
         log::debug!("mdns: cannot select {} for sending: {e}", i.name);
-    }
-}
-
-fn setsockopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, val: &T) -> io::Result<()> {
-    // SAFETY: `val` points to a live T whose exact size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            val as *const T as *const libc::c_void,
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -533,21 +533,13 @@ fn recv(sock: &Async<UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> 
 /// socket(7)), read by [`recv_stamped`]. Best effort: without it, arrival is the loop's time.
 pub fn stamp_arrivals(sock: &UdpSocket) {
     let on: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid descriptor and an int option of the stated size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        log::debug!(
-            "SO_TIMESTAMPNS: {}: timing replies dated when read",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = crate::bind::setsockopt(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_TIMESTAMPNS,
+        &on,
+    ) {
+        log::debug!("SO_TIMESTAMPNS: {e}: timing replies dated when read");
     }
 }
 

@@ -275,10 +275,11 @@ impl Renderer {
         (sink.capacity() * 3 / 4).clamp(CHUNK, TARGET_FILL_MAX)
     }
 
-    /// The output failed: stops `sink` and forgets what it held. The stream's position is
-    /// kept, so the next [`Renderer::pump`] opens the sink again through the normal start
-    /// path, which places the next frame on its due instant (skipping what fell due
-    /// meanwhile). Frames handed to the sink but not yet heard are lost with it.
+    /// The output failed (or must restart: a resync, a late stream): stops `sink` and forgets
+    /// what it held. The stream's position is kept, so the next [`Renderer::pump`] opens the
+    /// sink again through the normal start path, which places the next frame on its due
+    /// instant (skipping what fell due meanwhile). Frames handed to the sink but not yet heard
+    /// are lost with it.
     pub fn halt(&mut self, sink: &mut dyn Sink) {
         sink.stop();
         if self.started {
@@ -425,12 +426,7 @@ impl Renderer {
                 "sync error {} ms: restarting output",
                 self.stats.sync_error_us / 1000
             );
-            sink.stop();
-            self.started = false;
-            self.pending = 0..0;
-            self.start_ts = Some(self.next_ts);
-            self.error_ns = None;
-            self.far = false;
+            self.halt(sink);
             return Ok(Some(now));
         }
         if correction == Correction::Hold {
@@ -612,12 +608,8 @@ impl Renderer {
              path): playing the stream {} ms later than asked",
             self.late_delay.as_millis()
         );
-        sink.stop();
-        self.started = false;
-        self.pending = 0..0;
+        self.halt(sink);
         self.start_ts = Some(ts);
-        self.error_ns = None;
-        self.far = false;
         self.late_run = 0;
     }
 
