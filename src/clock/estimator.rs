@@ -237,6 +237,7 @@ impl Estimator {
         let Some(target) = self.offset_at(now) else {
             return outcome;
         };
+        let before = self.served.map(|line| clamp_i64(line.at(i128::from(now))));
         let (off, correction) = match self.served {
             Some(line) if locked => {
                 let current = clamp_i64(line.at(i128::from(now)));
@@ -254,6 +255,13 @@ impl Estimator {
             off,
             drift: self.drift + correction,
         });
+        log::trace!(
+            "clock: sample rtt={rtt} ns, estimate {} ns from the served line, served moved {} ns, drift {:.1} ppm, correction {:.1} ppm",
+            before.map_or(0, |b| target.saturating_sub(b)),
+            before.map_or(0, |b| off.saturating_sub(b)),
+            self.drift as f64 / DRIFT_ONE * 1e6,
+            correction as f64 / DRIFT_ONE * 1e6,
+        );
         self.provisional = false;
         outcome
     }

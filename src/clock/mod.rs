@@ -445,6 +445,7 @@ impl ClockModel {
                     + self.frames_to_ns(i128::from(ext - a.ext), Rounding::Nearest);
                 let residual = i64::try_from(i128::from(sender) - predicted).unwrap_or(i64::MAX);
                 let moved = i128::from(self.judge(residual));
+                log::trace!("clock: sync statement {residual} ns off the anchor, moved {moved} ns");
                 // Move the anchor to this frame (keeps unwrapping local), on the predicted
                 // line plus whatever the judgement allows.
                 self.anchor = Some(Anchor {

@@ -57,8 +57,6 @@ const LATE_RUN_FRAMES: u64 = RATE as u64;
 pub const LATE_MARGIN: Duration = Duration::from_millis(100);
 /// Sync-error readings are kept this long for their minimum (module docs).
 const ERROR_WINDOW: Duration = Duration::from_secs(1);
-/// Readings kept at most (a monotone queue: usually a handful).
-const ERROR_READINGS: usize = 64;
 /// The sink is started up to this long before the lead time, to measure it before the first
 /// frame is placed (module docs).
 const PRELUDE: Duration = Duration::from_millis(500);
@@ -106,41 +104,66 @@ enum Correction {
     Resync,
 }
 
-/// Sliding minimum of readings over [`ERROR_WINDOW`], as a monotone queue: each reading
-/// drops the larger ones before it, so the front is the minimum.
+/// Sliding minimum of readings over [`ERROR_WINDOW`], kept as the minima of [`SLOTS`]
+/// consecutive time slots: fixed memory whatever the reading rate.
+///
+/// A queue of the readings themselves (a monotone queue) needs room for every reading of a
+/// second that is not below the ones after it. On the emulated board (issue 13) the loop
+/// took about 70 readings a second, nearly all of them late by a tick, and a 64-entry queue
+/// overflowed by dropping its front, which was the minimum: the error then read a tick's
+/// worth too late and the renderer dropped frames that were on time. Slots cannot overflow;
+/// the window is between `ERROR_WINDOW - SLOT` and `ERROR_WINDOW` long.
 #[derive(Default)]
 struct MinWindow {
-    q: heapless::Deque<(Instant, i64), ERROR_READINGS>,
+    /// When slot 0 began (the first reading since the last clear).
+    origin: Option<Instant>,
+    /// Per slot: its number since `origin`, and the smallest reading in it.
+    slots: [Option<(u64, i64)>; SLOTS],
+    /// The newest slot read into.
+    newest: u64,
 }
+
+/// Slots of [`MinWindow`]: the window moves in steps of `ERROR_WINDOW / SLOTS` (100 ms).
+const SLOTS: usize = 10;
 
 impl MinWindow {
     fn clear(&mut self) {
-        self.q.clear();
+        *self = Self::default();
+    }
+
+    /// The slot number of instant `at` (readings before the origin count as slot 0).
+    fn slot_of(&mut self, at: Instant) -> u64 {
+        let origin = *self.origin.get_or_insert(at);
+        let slot = ERROR_WINDOW.as_nanos() / SLOTS as u128;
+        (at.saturating_duration_since(origin).as_nanos() / slot) as u64
     }
 
     fn push(&mut self, at: Instant, v: i64) {
-        while self.q.back().is_some_and(|&(_, b)| b >= v) {
-            self.q.pop_back();
+        let n = self.slot_of(at);
+        if n + (SLOTS as u64) <= self.newest {
+            // Older than the window (readings are dated by the sink, not always in order).
+            return;
         }
-        while self
-            .q
-            .front()
-            .is_some_and(|&(t, _)| at.saturating_duration_since(t) > ERROR_WINDOW)
-        {
-            self.q.pop_front();
-        }
-        if self.q.is_full() {
-            self.q.pop_front();
-        }
-        let _ = self.q.push_back((at, v));
+        self.newest = self.newest.max(n);
+        let entry = &mut self.slots[(n % SLOTS as u64) as usize];
+        *entry = match *entry {
+            Some((m, old)) if m == n => Some((n, old.min(v))),
+            _ => Some((n, v)),
+        };
     }
 
     fn min(&self) -> Option<i64> {
-        self.q.front().map(|&(_, v)| v)
+        let oldest = self.newest.saturating_sub(SLOTS as u64 - 1);
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|&&(n, _)| n >= oldest)
+            .map(|&(_, v)| v)
+            .min()
     }
 
     fn shift(&mut self, by: i64) {
-        for (_, v) in self.q.iter_mut() {
+        for (_, v) in self.slots.iter_mut().flatten() {
             *v += by;
         }
     }
@@ -164,6 +187,8 @@ pub struct Renderer {
     next_ts: u32,
     /// Sync error in ns (the window's minimum); `None` until measured after a start.
     error_ns: Option<i64>,
+    /// The sync error last logged at trace level (ns): logged again once it moved 0.1 ms.
+    logged_error_ns: i64,
     /// Readings of the sync error plus `frames_to_ns(net_dropped)`, which corrections leave
     /// unchanged. During the prelude: when frame 0 of the start sounds, relative to `base`.
     readings: MinWindow,
@@ -220,6 +245,7 @@ impl Renderer {
             next_ts: 0,
             error_ns: None,
             readings: MinWindow::default(),
+            logged_error_ns: 0,
             net_dropped: 0,
             prelude: false,
             base: Instant::now(),
@@ -631,6 +657,15 @@ impl Renderer {
         if self.error_ns.is_none() {
             self.stats.start_error_us = e / 1000;
         }
+        if self.error_ns.is_none() || (self.logged_error_ns - e).abs() >= 100_000 {
+            self.logged_error_ns = e;
+            log::trace!(
+                "sync error {} us (this reading {} us, delay {delay} frames, {} slots)",
+                e / 1000,
+                err / 1000,
+                self.readings.slots.iter().flatten().count()
+            );
+        }
         self.error_ns = Some(e);
         self.stats.sync_error_us = e / 1000;
         self.stats.max_sync_error_us = self.stats.max_sync_error_us.max((e / 1000).abs());
@@ -985,5 +1020,42 @@ mod tests {
                 .position(|w| w[1] != (w[0] + 1) % 30000)
                 .unwrap();
         assert!(after >= 3 * 44100, "{after} frames after the gap");
+    }
+
+    /// The emulated board's pattern (issue 13): about 70 readings a second, nearly all a
+    /// tick (4 ms) late, the on-time one rarely. The window's minimum is the on-time reading
+    /// for as long as it is in the window, however many late ones come after it.
+    #[test]
+    fn min_window_keeps_a_rare_low_reading_among_many_late_ones() {
+        let mut w = MinWindow::default();
+        let t0 = Instant::now();
+        w.push(t0, 60_000);
+        for i in 1..=75u64 {
+            let at = t0 + Duration::from_millis(14 * i);
+            w.push(at, 3_700_000 + (i as i64 % 7) * 30_000);
+            if i * 14 < 900 {
+                assert_eq!(w.min(), Some(60_000), "reading {i}");
+            }
+        }
+        // A second on, the on-time reading has left the window.
+        assert!(w.min().unwrap() >= 3_700_000);
+        // Shifts apply to what is kept; a clear forgets it.
+        w.shift(-100);
+        assert!(w.min().unwrap() >= 3_699_900);
+        w.clear();
+        assert_eq!(w.min(), None);
+    }
+
+    /// A reading dated before the window is ignored; one within it counts in its own slot.
+    #[test]
+    fn min_window_ignores_readings_older_than_the_window() {
+        let mut w = MinWindow::default();
+        let t0 = Instant::now();
+        w.push(t0, 500);
+        w.push(t0 + Duration::from_secs(2), 900);
+        w.push(t0 + Duration::from_millis(100), 1);
+        assert_eq!(w.min(), Some(900));
+        w.push(t0 + Duration::from_millis(1_950), 800);
+        assert_eq!(w.min(), Some(800));
     }
 }
