@@ -45,6 +45,8 @@ pub struct AlsaSink {
     c_device: CString,
     pcm: Option<PCM>,
     buffer_frames: usize,
+    /// The `avail_min` set by [`Sink::set_wakeup`] (frames; 0: the period set at start).
+    wakeup: usize,
     underruns: u64,
     warned_underrun: bool,
 }
@@ -161,6 +163,7 @@ impl AlsaSink {
             c_device,
             pcm: None,
             buffer_frames: PERIOD_FRAMES * PERIODS,
+            wakeup: 0,
             underruns: 0,
             warned_underrun: false,
         })
@@ -285,6 +288,7 @@ impl Sink for AlsaSink {
         );
         self.pcm = Some(pcm);
         self.buffer_frames = buffer;
+        self.wakeup = 0;
         self.warned_underrun = false;
         Ok(())
     }
@@ -366,6 +370,23 @@ impl Sink for AlsaSink {
             .revents(fds)
             .map_err(|e| alsa_err("poll revents", &self.device, e))?;
         Ok(flags.intersects(Flags::OUT | Flags::ERR))
+    }
+
+    fn set_wakeup(&mut self, frames: usize) -> io::Result<()> {
+        let pcm = self.pcm.as_ref().ok_or_else(not_started)?;
+        let frames = frames.clamp(1, self.buffer_frames.max(1));
+        if frames == self.wakeup {
+            return Ok(());
+        }
+        let sw = pcm
+            .sw_params_current()
+            .map_err(|e| alsa_err("sw params", &self.device, e))?;
+        sw.set_avail_min(frames as _)
+            .map_err(|e| alsa_err("avail min", &self.device, e))?;
+        pcm.sw_params(&sw)
+            .map_err(|e| alsa_err("apply sw params", &self.device, e))?;
+        self.wakeup = frames;
+        Ok(())
     }
 
     fn underruns(&self) -> u64 {
@@ -508,6 +529,28 @@ mod tests {
         sink.stop();
         assert!(sink.poll_fds().is_empty());
         assert!(!sink.ready(&mut fds).unwrap());
+    }
+
+    /// `set_wakeup` is the device's `avail_min`, read back from alsa-lib: clamped to the
+    /// buffer, and back to one period when the device is started again.
+    #[test]
+    fn wakeup_level_is_the_devices_avail_min() {
+        let mut sink = AlsaSink::new("null").unwrap();
+        assert!(sink.set_wakeup(100).is_err(), "before start");
+        sink.start().unwrap();
+        let avail_min = |s: &AlsaSink| {
+            let sw = s.pcm.as_ref().unwrap().sw_params_current().unwrap();
+            sw.get_avail_min().unwrap() as usize
+        };
+        let period = avail_min(&sink);
+        assert!(period > 0 && period < sink.capacity());
+        sink.set_wakeup(sink.capacity() / 2 + 7).unwrap();
+        assert_eq!(avail_min(&sink), sink.capacity() / 2 + 7);
+        sink.set_wakeup(usize::MAX).unwrap();
+        assert_eq!(avail_min(&sink), sink.capacity());
+        sink.start().unwrap();
+        assert_eq!(avail_min(&sink), period);
+        sink.stop();
     }
 
     #[test]

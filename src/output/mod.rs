@@ -78,6 +78,16 @@ pub trait Sink {
     /// whether the sink can take frames now. Plugin devices translate their descriptors' raw
     /// events, so raw readiness alone is not enough to decide.
     fn ready(&mut self, fds: &mut [libc::pollfd]) -> io::Result<bool>;
+    /// After [`Sink::start`]: asks the poll descriptors to signal only once at least `frames`
+    /// frames can be written (ALSA's `avail_min`; clamped to the buffer). A caller that keeps
+    /// the device filled to a level sets it so that a wakeup means room for a useful write:
+    /// with the default of one period, a device filled to within a period of full signals
+    /// writable all the time and the caller's loop spins. The default does nothing (sinks
+    /// without descriptors).
+    fn set_wakeup(&mut self, frames: usize) -> io::Result<()> {
+        let _ = frames;
+        Ok(())
+    }
     /// Underruns seen since the sink was created.
     fn underruns(&self) -> u64;
     /// Device buffer size in frames.

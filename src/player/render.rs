@@ -55,6 +55,9 @@ const LATE_RUN_FRAMES: u64 = RATE as u64;
 /// Added to the lateness seen when the stream is moved later (100 ms), for the jitter of
 /// the path.
 pub const LATE_MARGIN: Duration = Duration::from_millis(100);
+/// The sink wakes the loop once this much room (24 ms) opens below the fill the renderer
+/// keeps (see `Renderer::set_wakeup`).
+const WAKE_ROOM: usize = 3 * CHUNK;
 /// Sync-error readings are kept this long for their minimum (module docs).
 const ERROR_WINDOW: Duration = Duration::from_secs(1);
 /// The sink is started up to this long before the lead time, to measure it before the first
@@ -189,6 +192,9 @@ pub struct Renderer {
     error_ns: Option<i64>,
     /// The sync error last logged at trace level (ns): logged again once it moved 0.1 ms.
     logged_error_ns: i64,
+    /// The sink's underrun count when last looked at: an underrun makes the readings before
+    /// it worthless (the device restarted with a gap).
+    underruns_seen: u64,
     /// Readings of the sync error plus `frames_to_ns(net_dropped)`, which corrections leave
     /// unchanged. During the prelude: when frame 0 of the start sounds, relative to `base`.
     readings: MinWindow,
@@ -246,6 +252,7 @@ impl Renderer {
             error_ns: None,
             readings: MinWindow::default(),
             logged_error_ns: 0,
+            underruns_seen: 0,
             net_dropped: 0,
             prelude: false,
             base: Instant::now(),
@@ -299,6 +306,25 @@ impl Renderer {
 
     fn target_fill(sink: &dyn Sink) -> usize {
         (sink.capacity() * 3 / 4).clamp(CHUNK, TARGET_FILL_MAX)
+    }
+
+    /// Has the sink underrun since the last look?
+    fn underran(&mut self, sink: &dyn Sink) -> bool {
+        let n = sink.underruns();
+        std::mem::replace(&mut self.underruns_seen, n) != n
+    }
+
+    /// Asks `sink` to signal writable once it holds less than `fill` frames by [`WAKE_ROOM`]
+    /// (or by half of `fill`, if that is less): a wakeup then means room for a useful write,
+    /// where the device's default (a period free) would signal all the time while it is kept
+    /// nearly full, and spin the loop (issue 13: 97 % of the emulated board's CPU). A device
+    /// that refuses keeps its default; the loop's spurious-wakeup backoff then paces it.
+    fn set_wakeup(&self, sink: &mut dyn Sink, fill: usize) {
+        let room = WAKE_ROOM.min(fill / 2);
+        let frames = sink.capacity().saturating_sub(fill) + room;
+        if let Err(e) = sink.set_wakeup(frames) {
+            log::debug!("{}: cannot set the wakeup level: {e}", sink.describe());
+        }
     }
 
     /// The output failed (or must restart: a resync, a late stream): stops `sink` and forgets
@@ -381,6 +407,8 @@ impl Renderer {
             let opening = Instant::now();
             sink.start()?;
             self.base = now + opening.elapsed();
+            self.underruns_seen = sink.underruns();
+            self.set_wakeup(sink, PRELUDE_FILL);
             self.next_ts = start_ts;
             self.started = true;
             self.prelude = true;
@@ -411,6 +439,10 @@ impl Renderer {
             }
         }
         let st = sink.status(now)?;
+        if self.underran(sink) {
+            // The device restarted after a gap: what it said before is no longer true.
+            self.readings.clear();
+        }
         // Decided once per start, two chunks in: later, an empty device is an underrun,
         // not a device without delay.
         if !self.pacing_checked && self.written_since_start >= 2 * CHUNK as u64 {
@@ -550,6 +582,12 @@ impl Renderer {
         due_of: &dyn Fn(u32) -> Option<Instant>,
     ) -> io::Result<Option<Instant>> {
         let st = sink.status(now)?;
+        if self.underran(sink) {
+            // The device ran dry and restarts at the next write: measure it afresh.
+            self.base = now;
+            self.written_since_start = 0;
+            self.readings.clear();
+        }
         let at = sink.status_time(now).max(self.base);
         let written = self.written_since_start as i64;
         let Some(due) = due_of(self.next_ts) else {
@@ -602,6 +640,8 @@ impl Renderer {
             self.skip(late, buffer);
         }
         self.prelude = false;
+        let fill = Self::target_fill(sink);
+        self.set_wakeup(sink, fill);
         // The prelude's readings, as sync errors of the stream from here on.
         self.readings
             .shift(signed_ns(self.base, due) + frames_to_ns(silence));
