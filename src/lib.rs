@@ -26,3 +26,4 @@ pub mod reactor;
 pub mod rtp;
 pub mod rtsp;
 pub mod server;
+pub mod speaker;
