@@ -237,7 +237,7 @@ impl Daemon {
         self: Rc<Self>,
         mut stream: Async<TcpStream>,
         peer: SocketAddr,
-        id: u64,
+        id: ConnId,
         iface: Option<Rc<str>>,
     ) {
         let local = match stream.get_ref().local_addr() {
@@ -355,7 +355,8 @@ impl Daemon {
                     discard -= dropped;
                     buf.extend_from_slice(&chunk[dropped..n]);
                 }
-                // While audio flows the stream watches the sender (its own timeout).
+                // Silent until the deadline: closed, unless its stream is running (then the
+                // stream watches the sender and the speaker re-arms the timer).
                 None => {
                     let due = self.speaker.borrow_mut().handle_timeout(id, Instant::now());
                     if let Some(limit) = due {

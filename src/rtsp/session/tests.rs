@@ -550,3 +550,88 @@ fn transport_ports_are_checked_at_the_boundary() {
         (200, "setup L16 false 6001 0".to_string())
     );
 }
+
+/// The two-step requests: the question carries what the edge needs, the answer gives the
+/// response with the request's CSeq; an answer that fits no question is the edge's bug and
+/// gets 500, and a question left unanswered is dropped by the next request.
+#[test]
+fn questions_are_answered_once_and_in_kind() {
+    let key = AirportKey::load();
+    let mut s = Session::new(info(None));
+    let r = s.answer(Answer::Volume(-3.0));
+    assert_eq!(r.status, 500, "an answer without a question");
+    let Reply::Ask(Question::Claim) = s.handle(&announce(7, SDP_L16), &key) else {
+        panic!("ANNOUNCE asks for the speaker");
+    };
+    assert!(!s.holds_speaker(), "nothing is held before the answer");
+    let r = s.answer(Answer::Volume(-3.0));
+    assert_eq!((r.status, r.get_header("CSeq")), (500, Some("7")));
+    assert!(!s.holds_speaker());
+    // Asked again, answered in kind.
+    let Reply::Ask(Question::Claim) = s.handle(&announce(8, SDP_L16), &key) else {
+        panic!("ANNOUNCE asks for the speaker");
+    };
+    let r = s.answer(Answer::Claim(Claim::Granted));
+    assert_eq!((r.status, r.get_header("CSeq")), (200, Some("8")));
+    assert!(s.holds_speaker());
+    let setup = req("SETUP rtsp://x/1 RTSP/1.0\r\nCSeq: 9\r\nTransport: RTP/AVP/UDP;unicast;control_port=6001;timing_port=6002\r\nDACP-ID: 14413BE4996FEA4D\r\nActive-Remote: 1986535575\r\nUser-Agent: AirPlay/353.2\r\n\r\n");
+    let Reply::Ask(Question::Setup(q)) = s.handle(&setup, &key) else {
+        panic!("SETUP asks for ports");
+    };
+    assert_eq!(q.client_ip, info(None).peer.ip());
+    assert_eq!((q.client_control_port, q.client_timing_port), (6001, 6002));
+    assert_eq!(q.dacp_id.as_deref(), Some("14413BE4996FEA4D"));
+    assert_eq!(q.active_remote.as_deref(), Some("1986535575"));
+    assert_eq!(q.airplay_version, Some(353));
+    // Unanswered: the next request drops the question, and SETUP did not happen.
+    let r = handle(
+        &mut s,
+        &req("RECORD rtsp://x/1 RTSP/1.0\r\nCSeq: 10\r\n\r\n"),
+        &key,
+        &mut Recorder::default(),
+    );
+    assert_eq!(r.status, 455);
+    assert_eq!(s.answer(Answer::Setup(Err("x".into()))).status, 500);
+    // A SETUP whose ports cannot be bound gets 500 and no Session header.
+    let Reply::Ask(Question::Setup(_)) = s.handle(&setup, &key) else {
+        panic!("SETUP asks for ports");
+    };
+    let r = s.answer(Answer::Setup(Err("address in use".into())));
+    assert_eq!(r.status, 500);
+    assert_eq!(r.get_header("Session"), None);
+    assert_eq!(s.poll_effect(), None, "no effect without a stream");
+}
+
+/// Effects come out in the order the requests asked for them, several from one request
+/// (a `text/parameters` body with volume and progress) in the body's order.
+#[test]
+fn effects_keep_the_order_of_the_requests() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
+    let body = "progress: 1/2/3\r\nvolume: -7\r\n";
+    let raw = format!("SET_PARAMETER * RTSP/1.0\r\nContent-Type: text/parameters\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let Reply::Done(r) = s.handle(&req(&raw), &key) else {
+        panic!("SET_PARAMETER needs no answer");
+    };
+    assert_eq!(r.status, 200);
+    let Reply::Done(_) = s.handle(&req("FLUSH * RTSP/1.0\r\n\r\n"), &key) else {
+        panic!("FLUSH needs no answer");
+    };
+    s.closed();
+    let effects: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Progress {
+                start: 1,
+                current: 2,
+                end: 3
+            },
+            Effect::Volume(-7.0),
+            Effect::Flush(None),
+            Effect::Teardown,
+        ]
+    );
+}
