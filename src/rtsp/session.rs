@@ -40,17 +40,24 @@ use std::net::{IpAddr, SocketAddr};
 /// What the I/O edge knows about this connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
+    /// Our end of the TCP connection (its address signs the `Apple-Response`).
     pub local: SocketAddr,
+    /// The sender's end.
     pub peer: SocketAddr,
+    /// The MAC address we announce, also signed in the `Apple-Response`.
     pub mac: [u8; 6],
+    /// `--password`: requests need HTTP Digest authentication (RFC 2617) once per connection.
     pub password: Option<String>,
 }
 
 /// Our UDP ports for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpPorts {
+    /// RTP audio (`server_port` in the SETUP reply's `Transport`).
     pub audio: u16,
+    /// RTCP-like control: sync packets in, resend requests out.
     pub control: u16,
+    /// NTP-like timing requests and replies.
     pub timing: u16,
 }
 
@@ -124,6 +131,7 @@ pub enum Question {
 /// The edge's answer to a [`Question`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
+    /// Whether the connection holds the speaker now.
     Claim(Claim),
     /// The ports bound, or why they could not be (logged; the sender gets `500`).
     Setup(Result<UdpPorts, String>),
@@ -207,6 +215,7 @@ fn status(code: u16, reason: &str) -> Response {
 }
 
 impl Session {
+    /// A fresh connection: no speaker, not authenticated, a new Digest nonce and `Session` id.
     pub fn new(info: ConnectionInfo) -> Self {
         let nonce: [u8; 16] = crate::crypto::random_bytes();
         let id: [u8; 4] = crate::crypto::random_bytes();
