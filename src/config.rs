@@ -4,8 +4,10 @@
 //! Every value is checked here, at the boundary, so that a daemon that starts can serve: an
 //! error names the flag, the value given and what is allowed (see [`invalid`]), on one line.
 
-use crate::control::ControlConfig;
+pub mod ctl;
+
 use crate::output::OutputSpec;
+use ctl::ControlConfig;
 use std::time::Duration;
 
 /// What a second sender gets while one is playing.
@@ -246,7 +248,7 @@ fn parse_client(args: &[String], ctl: Option<()>) -> Result<Command, String> {
         STATUS_USAGE
     };
     let sub = if ctl.is_some() { "ctl" } else { "status" };
-    let mut socket = std::path::PathBuf::from(crate::control::DEFAULT_SOCKET);
+    let mut socket = std::path::PathBuf::from(ctl::DEFAULT_SOCKET);
     let mut word: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -258,7 +260,7 @@ fn parse_client(args: &[String], ctl: Option<()>) -> Result<Command, String> {
                 None => return Err("--control-socket needs a path".into()),
             },
             (None, w) if ctl.is_some() && word.is_none() && !w.starts_with('-') => {
-                let cmd = crate::control::RemoteCommand::parse(w).ok_or_else(|| {
+                let cmd = ctl::RemoteCommand::parse(w).ok_or_else(|| {
                     format!("{} (see raopd ctl --help)", invalid("ctl", w, &ctl_words()))
                 })?;
                 word = Some(cmd.name().to_string());
@@ -286,10 +288,7 @@ fn parse_client(args: &[String], ctl: Option<()>) -> Result<Command, String> {
 }
 
 fn ctl_words() -> String {
-    let words: Vec<&str> = crate::control::RemoteCommand::ALL
-        .iter()
-        .map(|c| c.name())
-        .collect();
+    let words: Vec<&str> = ctl::RemoteCommand::ALL.iter().map(|c| c.name()).collect();
     format!("one of {}", words.join(", "))
 }
 

@@ -4,8 +4,9 @@
 //! [`mdns`] announces the speaker, [`rtsp`] negotiates a session, [`rtp`] parses the UDP
 //! packets, [`crypto`] decrypts them, [`codec`] decodes them, [`buffer`] reorders them by
 //! sequence number, [`clock`] maps sender time to local time, [`output`] plays them, and
-//! [`server`] exposes state to the outside. [`player`] and [`server`] are the I/O edge that
-//! drives the sans-IO cores from one thread, on the epoll [`reactor`].
+//! [`server`] exposes state to the outside. [`speaker`] decides who holds the speaker.
+//! [`player`] and [`server`] are the I/O edge that drives the sans-IO cores from one thread,
+//! on the epoll [`reactor`].
 
 /// The sample rate of everything raopd handles, in frames per second (and RTP ticks per
 /// second): AirPlay 1 streams are always 44.1 kHz. The one definition; SDP, the clock model,
@@ -26,3 +27,4 @@ pub mod reactor;
 pub mod rtp;
 pub mod rtsp;
 pub mod server;
+pub mod speaker;

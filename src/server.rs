@@ -1,25 +1,29 @@
-//! The daemon's I/O edge: the RTSP listener, one task per connection, and the speaker
-//! state they share (who holds it, the current stream, the volume). Everything runs on
-//! one `LocalExecutor` on the main thread; shared state is `Rc<RefCell<…>>`.
+//! The daemon's I/O edge: the RTSP listener and one task per connection. Each task feeds
+//! its connection's requests to a sans-IO [`Session`] and carries out what comes back (the
+//! effects and questions, see [`crate::rtsp::session`]); the state the connections share
+//! (who holds the speaker, take-over, timeouts, the volume, the output's health) is the
+//! sans-IO [`Speaker`], whose decisions ([`Action`]) are carried out here too. Everything
+//! runs on one `LocalExecutor` on the main thread; shared state is `Rc<RefCell<…>>`.
 
 use crate::buffer::JitterBuffer;
-use crate::config::{Config, Interruption};
-use crate::control::{self, ControlHandler, Hooks, NowPlaying, Remote, RemoteCommand};
+use crate::config::Config;
+use crate::control::{self, ControlHandler, Hooks, Remote, RemoteCommand};
 use crate::crypto::AirportKey;
 use crate::output::{ProbeError, Sink};
 use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
 use crate::reactor::{Async, Timer};
-use crate::rtsp::{parse_request, ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
+use crate::rtsp::{
+    parse_request, Answer, Claim, ConnectionInfo, Effect, Question, Reply, Session, StreamSetup,
+    UdpPorts,
+};
+use crate::speaker::{Action, ConnId, Speaker, SpeakerConfig, StreamEnd, IDLE_CONNECTION};
 use async_executor::LocalExecutor;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A connection without a stream is closed after this much silence (a sender holding the
-/// speaker without streaming gets `--session-timeout` instead).
-const IDLE_CONNECTION: Duration = Duration::from_secs(120);
 /// RECORD is answered after this pause. PulseAudio's RAOP sink (16.x) aborts on an
 /// assertion when the RECORD reply arrives before its I/O thread has registered the
 /// sockets it set up after SETUP; a receiver on the same host answers fast enough to
@@ -48,46 +52,23 @@ async fn timed<T>(t: Duration, fut: impl std::future::Future<Output = T>) -> Opt
     .await
 }
 
+/// The edge's side of a running stream, kept by the [`Speaker`].
 struct StreamHandle {
-    owner: u64,
-    /// Tells this stream from a later one of the same connection (a second SETUP).
-    serial: u64,
     cmds: async_channel::Sender<Cmd>,
     stats: Rc<RefCell<StreamStats>>,
-}
-
-#[derive(Default)]
-struct Speaker {
-    /// The connection holding the speaker.
-    owner: Option<u64>,
-    stream: Option<StreamHandle>,
-    /// AirPlay volume in dB, kept across streams.
-    volume: f32,
-    /// The sender of the current stream.
-    sender: Option<IpAddr>,
-    /// Remote control of that sender, if it offered one.
-    remote: Option<Rc<Remote>>,
-    now_playing: NowPlaying,
-    next_conn: u64,
-    /// RTSP connections open now.
-    connections: usize,
-    /// Per connection: a channel that closes it, with the reason for the log (a sender taken
-    /// over by another, an output that failed under it).
-    kick: Vec<(u64, async_channel::Sender<&'static str>)>,
 }
 
 pub struct Daemon {
     pub cfg: Config,
     pub mac: [u8; 6],
     key: AirportKey,
-    speaker: RefCell<Speaker>,
+    speaker: RefCell<Speaker<StreamHandle, Rc<Remote>>>,
+    /// Per connection: a channel that closes it, with the reason for the log (a sender taken
+    /// over by another, an output that failed under it).
+    kick: RefCell<Vec<(ConnId, async_channel::Sender<&'static str>)>>,
     pool: Pool,
     ex: Rc<LocalExecutor<'static>>,
     pub hooks: Rc<RefCell<Hooks>>,
-    /// Why the output cannot be used: it could not be opened at start (`--wait-for-output`),
-    /// or it failed under a stream and did not come back within [`player::OUTPUT_GRACE`].
-    /// While set, new senders are refused with `503` and the cause.
-    output_problem: RefCell<Option<ProbeError>>,
     /// When the daemon started, for its uptime.
     started: Instant,
 }
@@ -113,15 +94,19 @@ impl Daemon {
         Rc::new(Daemon {
             hooks: Rc::new(RefCell::new(Hooks::new(hook_cfg))),
             key: AirportKey::load(),
-            speaker: RefCell::new(Speaker {
-                volume: 0.0,
-                ..Speaker::default()
-            }),
+            speaker: RefCell::new(Speaker::new(SpeakerConfig {
+                interruption: cfg.interruption,
+                session_timeout: cfg.session_timeout,
+                idle_timeout: IDLE_CONNECTION,
+                max_connections: MAX_RTSP_CONNECTIONS,
+                wait_for_output: cfg.wait_for_output,
+                output: cfg.output.to_string(),
+            })),
+            kick: RefCell::new(Vec::new()),
             pool: Pool::new(Resources { sink, buffer }),
             cfg,
             mac,
             ex,
-            output_problem: RefCell::new(None),
             started: Instant::now(),
         })
     }
@@ -129,34 +114,38 @@ impl Daemon {
     /// Records that the output could not be opened at start (`--wait-for-output`): senders
     /// are refused with the cause until a new session finds it working.
     pub fn set_output_problem(&self, problem: Option<ProbeError>) {
-        *self.output_problem.borrow_mut() = problem;
+        self.speaker.borrow_mut().set_output_problem(problem);
     }
 
     /// With `--wait-for-output`, or after the output failed under a stream, checks the output
     /// again before a new stream (while no stream holds it): the USB DAC may have appeared,
     /// come back, or gone. `Err` holds the cause for the sender.
     fn check_output(&self) -> Result<(), String> {
-        let watched = self.cfg.wait_for_output || self.output_problem.borrow().is_some();
-        if !watched || self.speaker.borrow().stream.is_some() {
+        if !self.speaker.borrow().output_check_due() {
             return Ok(());
         }
-        let verdict = crate::output::probe(&self.cfg.output).err();
-        let mut problem = self.output_problem.borrow_mut();
-        match verdict {
-            None => {
-                if problem.take().is_some() {
-                    log::warn!("output {} works now", self.cfg.output);
+        let verdict = crate::output::probe(&self.cfg.output);
+        self.speaker.borrow_mut().output_checked(verdict)
+    }
+
+    /// Carries out the speaker's decisions.
+    fn act(&self) {
+        let actions: Vec<_> = {
+            let mut sp = self.speaker.borrow_mut();
+            std::iter::from_fn(|| sp.poll_action()).collect()
+        };
+        for a in actions {
+            match a {
+                Action::Close { conn, why } => {
+                    if let Some((_, k)) = self.kick.borrow().iter().find(|(c, _)| *c == conn) {
+                        let _ = k.try_send(why);
+                    }
                 }
-                Ok(())
-            }
-            Some(p) if p.busy => Ok(()),
-            Some(p) => {
-                if problem.as_ref() != Some(&p) {
-                    log::warn!("{p}");
+                Action::StopStream(s) => {
+                    let _ = s.cmds.try_send(Cmd::Stop);
                 }
-                let cause = p.cause.clone();
-                *problem = Some(p);
-                Err(cause)
+                Action::AudioStarted(sender) => self.hooks.borrow_mut().audio_started(sender),
+                Action::AudioStopped => self.hooks.borrow_mut().audio_stopped(Instant::now()),
             }
         }
     }
@@ -166,7 +155,7 @@ impl Daemon {
     /// responder answers by multicast only are found this way (the one-shot lookup from an
     /// ephemeral port never hears them).
     pub fn mdns_response(&self, src: SocketAddr, packet: &[u8]) {
-        let remote = self.speaker.borrow().remote.clone();
+        let remote = self.speaker.borrow().remote().cloned();
         let Some(remote) = remote else { return };
         if let Some(addr) =
             control::dacp::parse_browse_response(packet, remote.dacp_id(), remote.sender_ip())
@@ -182,30 +171,23 @@ impl Daemon {
     /// `--wait-for-output` this also clears or sets the cause senders are told). A playing
     /// stream is left alone.
     pub fn recheck_output(&self) {
-        if self.speaker.borrow().stream.is_some() {
+        if self.speaker.borrow().stream().is_some() {
             log::info!("output {} in use by the current stream", self.cfg.output);
             return;
         }
-        match crate::output::probe(&self.cfg.output) {
-            Ok(()) => {
-                log::warn!("output {} works", self.cfg.output);
-                *self.output_problem.borrow_mut() = None;
-            }
-            Err(p) => {
-                log::warn!("{p}");
-                if self.cfg.wait_for_output && !p.busy {
-                    *self.output_problem.borrow_mut() = Some(p);
-                }
-            }
+        let verdict = crate::output::probe(&self.cfg.output);
+        match &verdict {
+            Ok(()) => log::warn!("output {} works", self.cfg.output),
+            Err(p) => log::warn!("{p}"),
         }
+        self.speaker.borrow_mut().output_rechecked(verdict);
     }
 
     /// Statistics of the current stream, if any.
     pub fn stream_stats(&self) -> Option<StreamStats> {
         self.speaker
             .borrow()
-            .stream
-            .as_ref()
+            .stream()
             .map(|s| s.stats.borrow().clone())
     }
 
@@ -226,16 +208,7 @@ impl Daemon {
                     continue;
                 }
             };
-            let id = {
-                let mut sp = self.speaker.borrow_mut();
-                if sp.connections >= MAX_RTSP_CONNECTIONS {
-                    None
-                } else {
-                    sp.connections += 1;
-                    sp.next_conn += 1;
-                    Some(sp.next_conn)
-                }
-            };
+            let id = self.speaker.borrow_mut().open(Instant::now());
             let Some(id) = id else {
                 log::warn!("{peer}: refused, {MAX_RTSP_CONNECTIONS} RTSP connections open");
                 self.ex
@@ -254,7 +227,7 @@ impl Daemon {
             self.ex
                 .spawn(async move {
                     d.clone().connection(stream, peer, id, iface).await;
-                    d.speaker.borrow_mut().connections -= 1;
+                    d.speaker.borrow_mut().close(id);
                 })
                 .detach();
         }
@@ -264,7 +237,7 @@ impl Daemon {
         self: Rc<Self>,
         mut stream: Async<TcpStream>,
         peer: SocketAddr,
-        id: u64,
+        id: ConnId,
         iface: Option<Rc<str>>,
     ) {
         let local = match stream.get_ref().local_addr() {
@@ -274,7 +247,7 @@ impl Daemon {
         log::info!("{peer}: connected");
         let _ = stream.get_ref().set_nodelay(true);
         let (kick_tx, kick_rx) = async_channel::bounded::<&'static str>(1);
-        self.speaker.borrow_mut().kick.push((id, kick_tx));
+        self.kick.borrow_mut().push((id, kick_tx));
         let mut session = Session::new(ConnectionInfo {
             local,
             peer,
@@ -295,15 +268,14 @@ impl Daemon {
                         buf.drain(..used);
                         request_started = None;
                         log::debug!("{peer}: {} {}", req.method, req.uri);
-                        let resp = session.handle(
-                            &req,
-                            &self.key,
-                            &mut ConnIo {
-                                d: &self,
-                                id,
-                                iface: iface.as_deref(),
-                            },
-                        );
+                        let resp = match session.handle(&req, &self.key) {
+                            Reply::Done(resp) => resp,
+                            Reply::Ask(q) => {
+                                let a = self.answer(id, iface.as_deref(), q);
+                                session.answer(a)
+                            }
+                        };
+                        self.carry_out(id, &mut session);
                         log::debug!("{peer}: -> {} {}", resp.status, resp.reason);
                         if req.method == "RECORD" {
                             Timer::after(RECORD_REPLY_DELAY).await;
@@ -337,15 +309,17 @@ impl Daemon {
             } else if request_started.is_none() {
                 request_started = Some(Instant::now());
             }
-            let streaming = session.holds_speaker() && self.owns(id) && self.has_stream(id);
-            let idle_limit = if session.holds_speaker() {
-                self.cfg.session_timeout
-            } else {
-                IDLE_CONNECTION
+            let deadline = {
+                let mut sp = self.speaker.borrow_mut();
+                sp.activity(id, Instant::now());
+                sp.poll_timeout(id)
             };
             let read = async { Some(stream.read(&mut chunk).await) };
             let idle = async {
-                Timer::after(idle_limit).await;
+                match deadline {
+                    Some(t) => Timer::at(t).await,
+                    None => future::pending().await,
+                };
                 None
             };
             let incomplete = async {
@@ -381,55 +355,165 @@ impl Daemon {
                     discard -= dropped;
                     buf.extend_from_slice(&chunk[dropped..n]);
                 }
-                // While audio flows the stream watches the sender (its own timeout).
-                None if streaming => {}
+                // Silent until the deadline: closed, unless its stream is running (then the
+                // stream watches the sender and the speaker re-arms the timer).
                 None => {
-                    log::info!("{peer}: silent for {idle_limit:?}: closing");
-                    break;
+                    let due = self.speaker.borrow_mut().handle_timeout(id, Instant::now());
+                    if let Some(limit) = due {
+                        log::info!("{peer}: silent for {limit:?}: closing");
+                        break;
+                    }
                 }
             }
         }
-        session.closed(&mut ConnIo {
-            d: &self,
-            id,
-            iface: iface.as_deref(),
-        });
-        self.speaker.borrow_mut().kick.retain(|(c, _)| *c != id);
+        session.closed();
+        self.carry_out(id, &mut session);
+        self.kick.borrow_mut().retain(|(c, _)| *c != id);
         log::info!("{peer}: disconnected");
     }
 
-    fn has_stream(&self, id: u64) -> bool {
-        self.speaker
-            .borrow()
-            .stream
-            .as_ref()
-            .is_some_and(|s| s.owner == id)
-    }
-
-    fn owns(&self, id: u64) -> bool {
-        self.speaker.borrow().owner == Some(id)
-    }
-
-    fn send(&self, id: u64, cmd: Cmd) {
-        let sp = self.speaker.borrow();
-        if let Some(s) = sp.stream.as_ref().filter(|s| s.owner == id) {
-            let _ = s.cmds.try_send(cmd);
+    /// The answer to a session's question, worked out with the speaker and the sockets.
+    fn answer(self: &Rc<Self>, id: ConnId, iface: Option<&str>, q: Question) -> Answer {
+        match q {
+            Question::Claim => Answer::Claim(match self.check_output() {
+                Err(cause) => Claim::Unavailable(cause),
+                Ok(()) => {
+                    let granted = self.speaker.borrow_mut().claim(id);
+                    self.act();
+                    if granted {
+                        Claim::Granted
+                    } else {
+                        Claim::Busy
+                    }
+                }
+            }),
+            Question::Setup(setup) => Answer::Setup(
+                self.setup_stream(id, iface, setup)
+                    .map_err(|e| e.to_string()),
+            ),
+            Question::Volume => Answer::Volume(self.speaker.borrow().volume()),
         }
     }
 
-    /// Frees the speaker: no owner, sender or now-playing any more.
-    fn release(sp: &mut Speaker) {
-        sp.owner = None;
-        sp.sender = None;
-        sp.remote = None;
-        sp.now_playing.clear();
+    /// Carries out the session's effects (before its response is written).
+    fn carry_out(&self, id: ConnId, session: &mut Session) {
+        while let Some(effect) = session.poll_effect() {
+            let mut sp = self.speaker.borrow_mut();
+            let send = |sp: &Speaker<StreamHandle, Rc<Remote>>, cmd: Cmd| {
+                if let Some(s) = sp.stream_of(id) {
+                    let _ = s.cmds.try_send(cmd);
+                }
+            };
+            match effect {
+                Effect::Record(start) => {
+                    send(&sp, Cmd::Record(start));
+                    sp.record(id);
+                }
+                Effect::Flush(until) => {
+                    send(&sp, Cmd::Flush(until));
+                    sp.flush(id);
+                }
+                Effect::Volume(db) => {
+                    if sp.set_volume(id, db) {
+                        send(&sp, Cmd::Volume(db));
+                    }
+                }
+                Effect::Metadata(dmap) => sp.metadata(id, &dmap),
+                Effect::Artwork { content_type, data } => sp.artwork(id, &content_type, &data),
+                Effect::Progress {
+                    start,
+                    current,
+                    end,
+                } => sp.progress(id, start, current, end),
+                Effect::Teardown => sp.teardown(id),
+            }
+            drop(sp);
+            self.act();
+        }
     }
 
-    /// Stops the current stream (its task returns the resources to the pool).
-    fn stop_stream(sp: &mut Speaker) {
-        if let Some(s) = sp.stream.take() {
-            let _ = s.cmds.try_send(Cmd::Stop);
+    /// SETUP: binds the stream's UDP sockets (tied to `iface` when given) and starts its
+    /// task; the ports for the sender.
+    fn setup_stream(
+        self: &Rc<Self>,
+        id: ConnId,
+        iface: Option<&str>,
+        setup: StreamSetup,
+    ) -> std::io::Result<UdpPorts> {
+        if !self.speaker.borrow().owns(id) {
+            return Err(std::io::Error::other("speaker taken over"));
         }
+        let socks = Sockets {
+            audio: Async::new(self.bind_udp(iface)?)?,
+            control: Async::new(self.bind_udp(iface)?)?,
+            timing: Async::new({
+                let timing = self.bind_udp(iface)?;
+                player::stamp_arrivals(&timing);
+                timing
+            })?,
+        };
+        let ports = UdpPorts {
+            audio: socks.audio.get_ref().local_addr()?.port(),
+            control: socks.control.get_ref().local_addr()?.port(),
+            timing: socks.timing.get_ref().local_addr()?.port(),
+        };
+        let (tx, rx) = async_channel::unbounded();
+        let stats = Rc::new(RefCell::new(StreamStats::default()));
+        let cfg = player::PlayerConfig {
+            default_latency_frames: (self.cfg.latency.as_millis() as u64 * u64::from(crate::RATE)
+                / 1000) as u32,
+            latency_offset_ms: self.cfg.latency_offset_ms,
+            session_timeout: self.cfg.session_timeout,
+            period: player::DEFAULT_PERIOD,
+        };
+        let remote = match (&setup.dacp_id, &setup.active_remote) {
+            (Some(id), Some(ar)) => match Remote::new(id, ar, setup.client_ip) {
+                Ok(r) => Some(Rc::new(r)),
+                Err(e) => {
+                    log::info!("no remote control: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let handle = StreamHandle {
+            cmds: tx,
+            stats: stats.clone(),
+        };
+        let (serial, volume) =
+            self.speaker
+                .borrow_mut()
+                .stream_started(id, setup.client_ip, remote, handle);
+        self.act();
+        log::info!(
+            "stream set up: audio {} control {} timing {}",
+            ports.audio,
+            ports.control,
+            ports.timing
+        );
+        let d = self.clone();
+        let pool = d.pool.clone();
+        self.ex
+            .spawn(async move {
+                let end = player::run(setup, socks, cfg, rx, pool, stats, volume).await;
+                log::info!("stream ended: {end:?}");
+                let end = match end {
+                    End::Stopped => StreamEnd::Stopped,
+                    End::Timeout => StreamEnd::SenderGone,
+                    End::SinkFailed(e) => {
+                        let problem = crate::output::failure(&d.cfg.output, &e);
+                        log::error!(
+                            "{problem}; closing the sender's connection, and refusing senders \
+                             with 503 until the output works again"
+                        );
+                        StreamEnd::OutputFailed(problem)
+                    }
+                };
+                d.speaker.borrow_mut().stream_ended(id, serial, end);
+                d.act();
+            })
+            .detach();
+        Ok(ports)
     }
 
     /// Binds one UDP socket on all addresses, tied to `iface` when given: an ephemeral port,
@@ -451,208 +535,20 @@ impl Daemon {
     }
 }
 
-/// The [`SessionIo`] of one connection.
-struct ConnIo<'a> {
-    d: &'a Rc<Daemon>,
-    id: u64,
-    /// The interface the connection came in on, with `--interface`.
-    iface: Option<&'a str>,
-}
-
-impl SessionIo for ConnIo<'_> {
-    fn ready(&mut self) -> Result<(), String> {
-        self.d.check_output()
-    }
-
-    fn claim(&mut self) -> bool {
-        let mut sp = self.d.speaker.borrow_mut();
-        match sp.owner {
-            None => {}
-            Some(o) if o == self.id => {}
-            Some(old) if self.d.cfg.interruption == Interruption::Allow => {
-                log::info!("a new sender takes over the speaker");
-                Daemon::stop_stream(&mut sp);
-                // The old sender's connection is closed, which it sees as the end.
-                if let Some((_, k)) = sp.kick.iter().find(|(c, _)| *c == old) {
-                    let _ = k.try_send("taken over");
-                }
-            }
-            Some(_) => return false,
-        }
-        sp.owner = Some(self.id);
-        true
-    }
-
-    fn setup(&mut self, setup: StreamSetup) -> std::io::Result<UdpPorts> {
-        if !self.d.owns(self.id) {
-            return Err(std::io::Error::other("speaker taken over"));
-        }
-        let socks = Sockets {
-            audio: Async::new(self.d.bind_udp(self.iface)?)?,
-            control: Async::new(self.d.bind_udp(self.iface)?)?,
-            timing: Async::new({
-                let timing = self.d.bind_udp(self.iface)?;
-                player::stamp_arrivals(&timing);
-                timing
-            })?,
-        };
-        let ports = UdpPorts {
-            audio: socks.audio.get_ref().local_addr()?.port(),
-            control: socks.control.get_ref().local_addr()?.port(),
-            timing: socks.timing.get_ref().local_addr()?.port(),
-        };
-        let (tx, rx) = async_channel::unbounded();
-        let stats = Rc::new(RefCell::new(StreamStats::default()));
-        let cfg = player::PlayerConfig {
-            default_latency_frames: (self.d.cfg.latency.as_millis() as u64 * u64::from(crate::RATE)
-                / 1000) as u32,
-            latency_offset_ms: self.d.cfg.latency_offset_ms,
-            session_timeout: self.d.cfg.session_timeout,
-            period: player::DEFAULT_PERIOD,
-        };
-        let mut sp = self.d.speaker.borrow_mut();
-        Daemon::stop_stream(&mut sp);
-        sp.next_conn += 1;
-        let serial = sp.next_conn;
-        sp.stream = Some(StreamHandle {
-            owner: self.id,
-            serial,
-            cmds: tx,
-            stats: stats.clone(),
-        });
-        let volume = sp.volume;
-        sp.sender = Some(setup.client_ip);
-        sp.remote = match (&setup.dacp_id, &setup.active_remote) {
-            (Some(id), Some(ar)) => match Remote::new(id, ar, setup.client_ip) {
-                Ok(r) => Some(Rc::new(r)),
-                Err(e) => {
-                    log::info!("no remote control: {e}");
-                    None
-                }
-            },
-            _ => None,
-        };
-        drop(sp);
-        log::info!(
-            "stream set up: audio {} control {} timing {}",
-            ports.audio,
-            ports.control,
-            ports.timing
-        );
-        let d = self.d.clone();
-        let id = self.id;
-        let pool = d.pool.clone();
-        self.d
-            .ex
-            .spawn(async move {
-                let end = player::run(setup, socks, cfg, rx, pool, stats, volume).await;
-                log::info!("stream ended: {end:?}");
-                d.hooks.borrow_mut().audio_stopped(Instant::now());
-                let mut sp = d.speaker.borrow_mut();
-                if sp.stream.as_ref().is_some_and(|s| s.serial == serial) {
-                    sp.stream = None;
-                }
-                match end {
-                    End::Timeout if sp.owner == Some(id) => {
-                        // A vanished sender frees the speaker.
-                        sp.owner = None;
-                    }
-                    End::SinkFailed(e) => {
-                        let problem = crate::output::failure(&d.cfg.output, &e);
-                        log::error!(
-                            "{problem}; closing the sender's connection, and refusing senders \
-                             with 503 until the output works again"
-                        );
-                        *d.output_problem.borrow_mut() = Some(problem);
-                        if sp.owner == Some(id) {
-                            Daemon::release(&mut sp);
-                        }
-                        // The sender sees its connection closed (the speaker gone) instead of
-                        // playing on into silence.
-                        if let Some((_, k)) = sp.kick.iter().find(|(c, _)| *c == id) {
-                            let _ = k.try_send("output failed");
-                        }
-                    }
-                    _ => {}
-                }
-            })
-            .detach();
-        Ok(ports)
-    }
-
-    fn record(&mut self, start: Option<(u16, u32)>) {
-        self.d.send(self.id, Cmd::Record(start));
-        if self.d.owns(self.id) {
-            let sender = self.d.speaker.borrow().sender;
-            self.d.hooks.borrow_mut().audio_started(sender);
-        }
-    }
-
-    fn flush(&mut self, until: Option<(u16, u32)>) {
-        self.d.send(self.id, Cmd::Flush(until));
-        if self.d.owns(self.id) {
-            self.d.hooks.borrow_mut().audio_stopped(Instant::now());
-        }
-    }
-
-    fn set_volume(&mut self, db: f32) {
-        if self.d.owns(self.id) {
-            self.d.speaker.borrow_mut().volume = db;
-            self.d.send(self.id, Cmd::Volume(db));
-        }
-    }
-
-    fn volume(&self) -> f32 {
-        self.d.speaker.borrow().volume
-    }
-
-    fn metadata(&mut self, dmap: &[u8]) {
-        if self.d.owns(self.id) {
-            if let Err(e) = self.d.speaker.borrow_mut().now_playing.apply_dmap(dmap) {
-                log::info!("metadata ignored: {e}");
-            }
-        }
-    }
-
-    fn artwork(&mut self, content_type: &str, data: &[u8]) {
-        if self.d.owns(self.id) {
-            let mut sp = self.d.speaker.borrow_mut();
-            sp.now_playing.set_artwork(content_type, data);
-        }
-    }
-
-    fn progress(&mut self, start: u32, current: u32, end: u32) {
-        if self.d.owns(self.id) {
-            let mut sp = self.d.speaker.borrow_mut();
-            sp.now_playing.set_progress(start, current, end);
-        }
-    }
-
-    fn teardown(&mut self) {
-        let mut sp = self.d.speaker.borrow_mut();
-        if sp.owner == Some(self.id) {
-            Daemon::release(&mut sp);
-            Daemon::stop_stream(&mut sp);
-            drop(sp);
-            self.d.hooks.borrow_mut().audio_stopped(Instant::now());
-        }
-    }
-}
-
 impl ControlHandler for Daemon {
     fn status_json(&self) -> String {
         let sp = self.speaker.borrow();
-        let stats = sp.stream.as_ref().map(|s| s.stats.borrow().clone());
+        let stats = sp.stream().map(|s| s.stats.borrow().clone());
         control::status_json(
             &control::Status {
                 name: &self.cfg.name,
                 port: self.cfg.port,
                 version: env!("CARGO_PKG_VERSION"),
-                playing: sp.stream.is_some(),
-                sender: sp.sender,
-                volume_db: sp.volume,
-                remote_control: sp.remote.is_some(),
-                now_playing: &sp.now_playing,
+                playing: sp.stream().is_some(),
+                sender: sp.sender(),
+                volume_db: sp.volume(),
+                remote_control: sp.remote().is_some(),
+                now_playing: sp.now_playing(),
                 stats: stats.as_ref(),
                 uptime_s: self.started.elapsed().as_secs(),
             },
@@ -661,7 +557,7 @@ impl ControlHandler for Daemon {
     }
 
     fn remote(&self, cmd: RemoteCommand) -> future::BoxedLocal<Result<(), String>> {
-        let remote = self.speaker.borrow().remote.clone();
+        let remote = self.speaker.borrow().remote().cloned();
         Box::pin(async move {
             match remote {
                 Some(r) => r.send(cmd).await.map_err(|e| e.to_string()),

@@ -37,8 +37,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let req = &req;
-        let resp = s.handle(req, key(), &mut io);
+        let resp = io.handle(&mut s, req, key());
         check_response(&resp.to_bytes(&req.protocol));
     });
-    s.closed(&mut io);
+    s.closed();
+    io.drain(&mut s);
 });

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             ],
             body: data.to_vec(),
         };
-        let resp = s.handle(&req, key(), &mut io);
+        let resp = io.handle(&mut s, &req, key());
         check_response(&resp.to_bytes("RTSP/1.0"));
         assert!(io.volume.is_finite(), "volume {}", io.volume);
     }

@@ -1,4 +1,4 @@
-//! Helpers shared by the fuzz targets: a `SessionIo` and a `ControlHandler` that do nothing
+//! Helpers shared by the fuzz targets: an RTSP edge and a `ControlHandler` that do nothing
 //! but record, so that the crate's own sans-IO state machines can be driven with arbitrary
 //! bytes, and the AirPort key parsed once per process.
 
@@ -6,8 +6,10 @@ use futures_lite::future::BoxedLocal;
 use raopd::control::dacp::RemoteCommand;
 use raopd::control::socket::ControlHandler;
 use raopd::crypto::AirportKey;
-use raopd::rtsp::message::{parse_request, Request};
-use raopd::rtsp::session::{ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
+use raopd::rtsp::message::{parse_request, Request, Response};
+use raopd::rtsp::session::{
+    Answer, Claim, ConnectionInfo, Effect, Question, Reply, Session, UdpPorts,
+};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 
@@ -17,39 +19,48 @@ pub fn key() -> &'static AirportKey {
     KEY.get_or_init(AirportKey::load)
 }
 
-/// A `SessionIo` that binds nothing and plays nothing; it keeps the last volume.
+/// An edge that binds nothing and plays nothing: it answers the session's questions and
+/// carries out its effects, keeping the last volume.
 #[derive(Default)]
 pub struct NullIo {
     pub volume: f32,
     pub busy: bool,
 }
 
-impl SessionIo for NullIo {
-    fn claim(&mut self) -> bool {
-        !self.busy
+impl NullIo {
+    /// One request as the server runs it: the session's question (if any) answered, then its
+    /// effects carried out.
+    pub fn handle(&mut self, s: &mut Session, req: &Request, key: &AirportKey) -> Response {
+        let resp = match s.handle(req, key) {
+            Reply::Done(r) => r,
+            Reply::Ask(q) => s.answer(match q {
+                Question::Claim if self.busy => Answer::Claim(Claim::Busy),
+                Question::Claim => Answer::Claim(Claim::Granted),
+                Question::Setup(_) => Answer::Setup(Ok(UdpPorts {
+                    audio: 6001,
+                    control: 6002,
+                    timing: 6003,
+                })),
+                Question::Volume => Answer::Volume(self.volume),
+            }),
+        };
+        self.drain(s);
+        resp
     }
-    fn setup(&mut self, _s: StreamSetup) -> std::io::Result<UdpPorts> {
-        Ok(UdpPorts {
-            audio: 6001,
-            control: 6002,
-            timing: 6003,
-        })
+
+    /// Carries out the session's effects.
+    pub fn drain(&mut self, s: &mut Session) {
+        while let Some(e) = s.poll_effect() {
+            match e {
+                Effect::Volume(db) => self.volume = db,
+                Effect::Metadata(dmap) => {
+                    let mut np = raopd::control::now_playing::NowPlaying::new();
+                    let _ = np.apply_dmap(&dmap);
+                }
+                _ => {}
+            }
+        }
     }
-    fn record(&mut self, _start: Option<(u16, u32)>) {}
-    fn flush(&mut self, _until: Option<(u16, u32)>) {}
-    fn set_volume(&mut self, db: f32) {
-        self.volume = db;
-    }
-    fn volume(&self) -> f32 {
-        self.volume
-    }
-    fn metadata(&mut self, dmap: &[u8]) {
-        let mut np = raopd::control::now_playing::NowPlaying::new();
-        let _ = np.apply_dmap(dmap);
-    }
-    fn artwork(&mut self, _content_type: &str, _data: &[u8]) {}
-    fn progress(&mut self, _start: u32, _current: u32, _end: u32) {}
-    fn teardown(&mut self) {}
 }
 
 /// A session on a loopback connection, with or without a password.

@@ -34,6 +34,8 @@ use simple_dns::rdata::RData;
 use simple_dns::{Name, Packet, Question, CLASS, QCLASS, QTYPE, TYPE};
 use std::cell::Cell;
 use std::fmt;
+
+pub use crate::config::ctl::RemoteCommand;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -49,70 +51,6 @@ const MDNS_PORT: u16 = 5353;
 /// How often a lookup checks for an address seen on the responder's socket.
 const SEEN_POLL: Duration = Duration::from_millis(25);
 const MDNS_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
-
-/// A remote-control command, by the name the control socket uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteCommand {
-    Play,
-    Pause,
-    PlayPause,
-    Next,
-    Previous,
-    VolumeUp,
-    VolumeDown,
-    Stop,
-}
-
-impl RemoteCommand {
-    /// Every command, for help texts and tests.
-    pub const ALL: [RemoteCommand; 8] = [
-        Self::Play,
-        Self::Pause,
-        Self::PlayPause,
-        Self::Next,
-        Self::Previous,
-        Self::VolumeUp,
-        Self::VolumeDown,
-        Self::Stop,
-    ];
-
-    /// The control socket's word for the command.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Play => "play",
-            Self::Pause => "pause",
-            Self::PlayPause => "playpause",
-            Self::Next => "next",
-            Self::Previous => "previous",
-            Self::VolumeUp => "volumeup",
-            Self::VolumeDown => "volumedown",
-            Self::Stop => "stop",
-        }
-    }
-
-    /// The DACP path segment: `/ctrl-int/1/<this>`.
-    pub fn dacp_path(self) -> &'static str {
-        match self {
-            Self::Next => "nextitem",
-            Self::Previous => "previtem",
-            other => other.name(),
-        }
-    }
-
-    /// Parses the control socket's word, or the DACP name (`nextitem`, `previtem`).
-    pub fn parse(s: &str) -> Option<Self> {
-        let s = s.trim();
-        Self::ALL
-            .into_iter()
-            .find(|c| s.eq_ignore_ascii_case(c.name()) || s.eq_ignore_ascii_case(c.dacp_path()))
-    }
-}
-
-impl fmt::Display for RemoteCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 #[derive(Debug)]
 pub enum DacpError {
@@ -469,21 +407,6 @@ mod tests {
             }),
         ));
         p.build_bytes_vec_compressed().unwrap()
-    }
-
-    #[test]
-    fn command_names() {
-        for c in RemoteCommand::ALL {
-            assert_eq!(RemoteCommand::parse(c.name()), Some(c));
-            assert_eq!(RemoteCommand::parse(c.dacp_path()), Some(c));
-        }
-        assert_eq!(RemoteCommand::Next.dacp_path(), "nextitem");
-        assert_eq!(RemoteCommand::Previous.dacp_path(), "previtem");
-        assert_eq!(
-            RemoteCommand::parse(" PlayPause "),
-            Some(RemoteCommand::PlayPause)
-        );
-        assert_eq!(RemoteCommand::parse("reboot"), None);
     }
 
     #[test]

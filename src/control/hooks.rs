@@ -17,37 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Default time audio must stay idle before the stop hook runs: long enough to ride out
-/// pauses between tracks and short seeks, short enough that an amplifier does not run on
-/// for long after the music ends.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(10);
 /// How often [`run_ticks`] checks the idle timer and reaps children.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Hooks still running beyond this many are not started again: a hook that hangs must not
 /// pile up processes on a small router.
 const MAX_RUNNING: usize = 8;
 
-/// The hook settings from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HookConfig {
-    pub on_start: Option<String>,
-    pub on_stop: Option<String>,
-    /// Idle time before the stop hook.
-    pub idle: Duration,
-    /// The speaker name, passed to hooks as `RAOPD_NAME`.
-    pub name: String,
-}
-
-impl Default for HookConfig {
-    fn default() -> Self {
-        HookConfig {
-            on_start: None,
-            on_stop: None,
-            idle: DEFAULT_IDLE,
-            name: String::new(),
-        }
-    }
-}
+pub use crate::config::ctl::{HookConfig, DEFAULT_IDLE};
 
 /// A hook to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub mod json;
 pub mod now_playing;
 pub mod socket;
 
+pub use crate::config::ctl::{ControlConfig, USAGE};
 pub use dacp::{DacpError, Remote, RemoteCommand};
 pub use hooks::{HookConfig, Hooks};
 pub use json::JsonWriter;
@@ -22,8 +23,7 @@ pub use socket::{client_main, client_request, ControlHandler, ControlSocket, DEF
 
 use crate::player::StreamStats;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The daemon state the `status` reply shows.
 #[derive(Debug, Clone, Copy)]
@@ -142,61 +142,6 @@ fn write_stats(w: &mut JsonWriter, st: &StreamStats) {
     w.end_object();
 }
 
-/// The control settings from the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlConfig {
-    /// The control socket; `None` disables it.
-    pub socket: Option<PathBuf>,
-    pub hooks: HookConfig,
-}
-
-impl Default for ControlConfig {
-    fn default() -> Self {
-        ControlConfig {
-            socket: Some(PathBuf::from(DEFAULT_SOCKET)),
-            hooks: HookConfig::default(),
-        }
-    }
-}
-
-/// Usage lines for the flags [`ControlConfig::parse_flag`] takes.
-pub const USAGE: &str = "\
-  --control-socket PATH       local control socket (default /var/run/raopd.sock)
-  --no-control-socket         do not open the control socket
-  --on-start CMD              run CMD with /bin/sh when audio starts
-  --on-stop CMD               run CMD when audio has been idle for --idle-timeout
-  --idle-timeout SECONDS      idle time before --on-stop, 0 to 86400 (default 10)";
-
-impl ControlConfig {
-    /// Takes one command-line flag if it is one of [`USAGE`]'s; `value` fetches the flag's
-    /// argument (with the flag's name for the error message). `Ok(false)`: not ours.
-    pub fn parse_flag(
-        &mut self,
-        flag: &str,
-        value: &mut dyn FnMut(&str) -> Result<String, String>,
-    ) -> Result<bool, String> {
-        match flag {
-            "--control-socket" => {
-                let p = value(flag)?;
-                if p.is_empty() {
-                    return Err(crate::config::invalid(flag, &p, "a path"));
-                }
-                self.socket = Some(PathBuf::from(p));
-            }
-            "--no-control-socket" => self.socket = None,
-            "--on-start" => self.hooks.on_start = Some(value(flag)?).filter(|c| !c.is_empty()),
-            "--on-stop" => self.hooks.on_stop = Some(value(flag)?).filter(|c| !c.is_empty()),
-            "--idle-timeout" => {
-                let v = value(flag)?;
-                let s = crate::config::number(flag, &v, 0, 86_400, "seconds")?;
-                self.hooks.idle = Duration::from_secs(s as u64);
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::json::check::valid;
@@ -256,38 +201,5 @@ mod tests {
         ] {
             assert!(s.contains(part), "{part} in {s}");
         }
-    }
-
-    #[test]
-    fn flags() {
-        let mut c = ControlConfig::default();
-        assert_eq!(
-            c.socket.as_deref(),
-            Some(std::path::Path::new(DEFAULT_SOCKET))
-        );
-        assert_eq!(c.hooks.idle, hooks::DEFAULT_IDLE);
-        let mut args = vec!["run/x.sock", "amp on", "amp off", "30"].into_iter();
-        let mut value = |name: &str| -> Result<String, String> {
-            args.next()
-                .map(String::from)
-                .ok_or(format!("{name} needs a value"))
-        };
-        assert_eq!(c.parse_flag("--control-socket", &mut value), Ok(true));
-        assert_eq!(c.parse_flag("--on-start", &mut value), Ok(true));
-        assert_eq!(c.parse_flag("--on-stop", &mut value), Ok(true));
-        assert_eq!(c.parse_flag("--idle-timeout", &mut value), Ok(true));
-        assert_eq!(c.parse_flag("--port", &mut value), Ok(false));
-        assert!(c.parse_flag("--on-stop", &mut value).is_err());
-        assert_eq!(
-            c.socket.as_deref(),
-            Some(std::path::Path::new("run/x.sock"))
-        );
-        assert_eq!(c.hooks.on_start.as_deref(), Some("amp on"));
-        assert_eq!(c.hooks.on_stop.as_deref(), Some("amp off"));
-        assert_eq!(c.hooks.idle, Duration::from_secs(30));
-        assert_eq!(c.parse_flag("--no-control-socket", &mut value), Ok(true));
-        assert_eq!(c.socket, None);
-        let mut bad = |_: &str| -> Result<String, String> { Ok("x".into()) };
-        assert!(c.parse_flag("--idle-timeout", &mut bad).is_err());
     }
 }

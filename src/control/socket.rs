@@ -32,8 +32,8 @@
     )
 )]
 
-use super::dacp::RemoteCommand;
 use super::json::{ok_reply, JsonWriter};
+use crate::config::ctl::RemoteCommand;
 use crate::reactor::{Async, Timer};
 use async_executor::LocalExecutor;
 use futures_lite::future::{self, BoxedLocal};
@@ -46,8 +46,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Where the socket lives unless `--control-socket` says otherwise.
-pub const DEFAULT_SOCKET: &str = "/var/run/raopd.sock";
+pub use crate::config::ctl::DEFAULT_SOCKET;
 /// Longest request line. Real requests are a single word; this only bounds memory.
 pub const MAX_LINE: usize = 1024;
 /// Connections served at once; more are answered with an error and closed.

@@ -19,4 +19,6 @@ pub mod sdp;
 pub mod session;
 
 pub use message::{parse_request, Request, Response};
-pub use session::{ConnectionInfo, Session, SessionIo, StreamSetup, UdpPorts};
+pub use session::{
+    Answer, Claim, ConnectionInfo, Effect, Question, Reply, Session, StreamSetup, UdpPorts,
+};

@@ -1,29 +1,63 @@
 //! One RTSP connection's state machine, sans-IO: a parsed [`Request`] goes in, a
-//! [`Response`] comes out. Whatever needs the outside world (binding UDP sockets,
-//! starting playback, claiming the speaker) is asked of a [`SessionIo`] implemented by
-//! the I/O edge, so tests drive the whole protocol without sockets.
+//! [`Response`] and the connection's [`Effect`]s come out. The session never calls the
+//! outside world; the I/O edge (`server.rs`) carries out what it is told, so tests drive the
+//! whole protocol without sockets.
+//!
+//! ## The shape (str0m style)
+//!
+//! - [`Session::handle`] takes a request and returns a [`Reply`]. Most requests are answered
+//!   at once ([`Reply::Done`]). What the request changes outside the session (RECORD starts
+//!   playback, FLUSH drops audio, a volume, metadata, TEARDOWN) is queued as an [`Effect`],
+//!   which the edge drains with [`Session::poll_effect`] after every call and before it writes
+//!   the response, so a sender's next request always finds the previous one carried out.
+//! - Three requests cannot be answered without the edge: ANNOUNCE needs the speaker
+//!   (another sender may hold it: `453`; the output may be down: `503` with its cause),
+//!   SETUP needs the bound UDP ports (or `500` when they cannot be bound), and
+//!   `GET_PARAMETER volume` needs the speaker's volume, which outlives the session. For
+//!   these `handle` returns [`Reply::Ask`] with a [`Question`]; the edge works out the
+//!   [`Answer`] and passes it to [`Session::answer`], which returns the response. The session
+//!   keeps what it needs in between (the parsed SDP, `CSeq`, the `Apple-Response`), so the
+//!   two steps are one request to the sender. The edge must answer before it hands the
+//!   session another request; a question left unanswered is dropped by the next `handle`, and
+//!   an answer that fits no question gets `500`.
+//!
+//! This was chosen over callbacks (the earlier `SessionIo` trait) so the session's output is
+//! data that tests can compare, and over making every answer an input known in advance (the
+//! edge would have to bind UDP sockets before it knew a SETUP was valid).
+//!
+//! Requests and replies follow the RAOP profile of RTSP/1.0 (RFC 2326) as AirPlay 1 senders
+//! use it; the reverse-engineered description is at <https://nto.github.io/AirPlay.html>
+//! (section "Audio") and in shairport-sync's `rtsp.c`.
 
 use super::message::{Request, Response};
 use super::sdp::{parse_announce, Announce};
 use super::{auth, message::FrameError};
 use crate::codec::StreamFormat;
 use crate::crypto::AirportKey;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
 /// What the I/O edge knows about this connection.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
+    /// Our end of the TCP connection (its address signs the `Apple-Response`).
     pub local: SocketAddr,
+    /// The sender's end.
     pub peer: SocketAddr,
+    /// The MAC address we announce, also signed in the `Apple-Response`.
     pub mac: [u8; 6],
+    /// `--password`: requests need HTTP Digest authentication (RFC 2617) once per connection.
     pub password: Option<String>,
 }
 
 /// Our UDP ports for a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpPorts {
+    /// RTP audio (`server_port` in the SETUP reply's `Transport`).
     pub audio: u16,
+    /// RTCP-like control: sync packets in, resend requests out.
     pub control: u16,
+    /// NTP-like timing requests and replies.
     pub timing: u16,
 }
 
@@ -47,33 +81,105 @@ pub struct StreamSetup {
     pub active_remote: Option<String>,
 }
 
-/// The outside world, as the session needs it.
-pub trait SessionIo {
-    /// ANNOUNCE, before claiming: whether the speaker can play at all. `Err(reason)` refuses
-    /// the stream with `503 Service Unavailable (reason)`, e.g. an output device that cannot
-    /// be opened (`--wait-for-output`).
-    fn ready(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    /// ANNOUNCE wants the speaker. `false` means another sender has it (→ 453).
-    fn claim(&mut self) -> bool;
-    /// Binds the stream's UDP sockets and starts receiving.
-    fn setup(&mut self, setup: StreamSetup) -> std::io::Result<UdpPorts>;
-    /// RECORD: playback starts at this sequence number / RTP timestamp if given.
-    fn record(&mut self, start: Option<(u16, u32)>);
-    /// FLUSH: drop audio before this sequence number / RTP timestamp.
-    fn flush(&mut self, until: Option<(u16, u32)>);
+/// A change outside the session that a request asks for, in the order requests arrive.
+/// Drained with [`Session::poll_effect`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// RECORD: playback starts at this sequence number / RTP timestamp if given
+    /// (`RTP-Info: seq=…;rtptime=…`).
+    Record(Option<(u16, u32)>),
+    /// FLUSH: drop audio before this sequence number / RTP timestamp if given.
+    Flush(Option<(u16, u32)>),
+    /// `SET_PARAMETER volume`: AirPlay volume in dB, already normalised to -30..0 or -144
+    /// (mute).
+    Volume(f32),
+    /// DMAP-tagged metadata (`application/x-dmap-tagged`), the body as sent.
+    Metadata(Vec<u8>),
+    /// Cover art (`image/*`, lower case); an empty body (`image/none`) clears it.
+    Artwork { content_type: String, data: Vec<u8> },
+    /// `progress: start/current/end` in RTP timestamps; `current` lies within start..end
+    /// (modulo 2^32).
+    Progress { start: u32, current: u32, end: u32 },
+    /// The stream ends (TEARDOWN, or the connection closed while holding the speaker):
+    /// release the sockets and the speaker.
+    Teardown,
+}
+
+/// What [`Session::handle`] gives back.
+#[derive(Debug)]
+pub enum Reply {
+    /// The response, to be written after the effects are carried out.
+    Done(Response),
+    /// The response needs the edge's answer to this question: pass it to [`Session::answer`].
+    Ask(Question),
+}
+
+/// What the session must know from the edge before it can answer a request.
+#[derive(Debug, Clone)]
+pub enum Question {
+    /// ANNOUNCE: can the speaker play at all (the output may be down), and may this
+    /// connection have it? A connection that already holds the speaker (a second ANNOUNCE)
+    /// keeps it; only the output is checked. Answered with [`Answer::Claim`].
+    Claim,
+    /// SETUP: bind the stream's UDP sockets and start receiving it. Answered with
+    /// [`Answer::Setup`].
+    Setup(StreamSetup),
+    /// `GET_PARAMETER volume`: the speaker's volume. Answered with [`Answer::Volume`].
+    Volume,
+}
+
+/// The edge's answer to a [`Question`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Whether the connection holds the speaker now.
+    Claim(Claim),
+    /// The ports bound, or why they could not be (logged; the sender gets `500`).
+    Setup(Result<UdpPorts, String>),
     /// AirPlay volume in dB: -30..0, -144 = mute.
-    fn set_volume(&mut self, db: f32);
-    fn volume(&self) -> f32;
-    /// DMAP-tagged metadata (`application/x-dmap-tagged`).
-    fn metadata(&mut self, dmap: &[u8]);
-    /// Cover art; an empty body (`image/none`) clears it.
-    fn artwork(&mut self, content_type: &str, data: &[u8]);
-    /// `progress: start/current/end` in RTP timestamps.
-    fn progress(&mut self, start: u32, current: u32, end: u32);
-    /// The stream ends (TEARDOWN or connection closed): release sockets and the speaker.
-    fn teardown(&mut self);
+    Volume(f32),
+}
+
+/// The answer to [`Question::Claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The connection holds the speaker.
+    Granted,
+    /// Another sender has it and may not be interrupted: `453 Not Enough Bandwidth`, as
+    /// AirPort Express and shairport-sync answer.
+    Busy,
+    /// The speaker cannot play (e.g. an output device that cannot be opened,
+    /// `--wait-for-output`): `503 Service Unavailable (cause)`.
+    Unavailable(String),
+}
+
+/// A request waiting for its [`Answer`], with what its response needs then.
+#[derive(Debug)]
+struct Pending {
+    cseq: Option<String>,
+    apple_response: Option<String>,
+    kind: PendingKind,
+}
+
+#[derive(Debug)]
+enum PendingKind {
+    Announce {
+        announce: Box<Announce>,
+        aes: Option<([u8; 16], [u8; 16])>,
+    },
+    Setup,
+    Volume,
+}
+
+/// What `dispatch` decided: a response now, or a question first.
+enum Step {
+    Done(Response),
+    Ask(Question, PendingKind),
+}
+
+impl From<Response> for Step {
+    fn from(r: Response) -> Self {
+        Step::Done(r)
+    }
 }
 
 pub use crate::clock::AUDIO_LATENCY;
@@ -86,6 +192,7 @@ enum State {
     Recording,
 }
 
+/// One RTSP connection's protocol state (see the module docs for how it is driven).
 pub struct Session {
     info: ConnectionInfo,
     server: String,
@@ -99,6 +206,8 @@ pub struct Session {
     session_id: u32,
     /// From the last `User-Agent: AirPlay/N` seen on this connection.
     airplay_version: Option<u32>,
+    effects: VecDeque<Effect>,
+    pending: Option<Pending>,
 }
 
 fn status(code: u16, reason: &str) -> Response {
@@ -106,6 +215,7 @@ fn status(code: u16, reason: &str) -> Response {
 }
 
 impl Session {
+    /// A fresh connection: no speaker, not authenticated, a new Digest nonce and `Session` id.
     pub fn new(info: ConnectionInfo) -> Self {
         let nonce: [u8; 16] = crate::crypto::random_bytes();
         let id: [u8; 4] = crate::crypto::random_bytes();
@@ -121,6 +231,8 @@ impl Session {
             // pyatv parses Session as an integer: keep it numeric and positive.
             session_id: u32::from_be_bytes(id) & 0x7fff_ffff | 1,
             airplay_version: None,
+            effects: VecDeque::new(),
+            pending: None,
         }
     }
 
@@ -129,21 +241,84 @@ impl Session {
         self.claimed
     }
 
-    /// Answers a request. Never fails: protocol errors become 4xx responses.
-    pub fn handle(&mut self, req: &Request, key: &AirportKey, io: &mut dyn SessionIo) -> Response {
+    /// The next effect to carry out, oldest first; `None` when all are drained.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// Answers a request, or asks the edge first ([`Reply::Ask`]). Never fails: protocol
+    /// errors become 4xx responses. Drain [`poll_effect`](Self::poll_effect) afterwards.
+    pub fn handle(&mut self, req: &Request, key: &AirportKey) -> Reply {
+        if self.pending.take().is_some() {
+            log::warn!(
+                "{}: a question to the edge was not answered",
+                self.info.peer
+            );
+        }
         if let Some(v) = req.header("User-Agent").and_then(airplay_version) {
             self.airplay_version = Some(v);
         }
-        let mut resp = self.dispatch(req, key, io);
-        if let Some(cseq) = req.header("CSeq") {
-            resp.headers.insert(0, ("CSeq".into(), cseq.to_string()));
-        }
-        if let Some(ch) = req.header("Apple-Challenge") {
-            let ip = self.info.local.ip();
-            match key.apple_response(ch, ip, self.info.mac) {
-                Some(r) => resp.headers.push(("Apple-Response".into(), r)),
-                None => log::warn!("{}: malformed Apple-Challenge ignored", self.info.peer),
+        let apple_response = req.header("Apple-Challenge").and_then(|ch| {
+            let r = key.apple_response(ch, self.info.local.ip(), self.info.mac);
+            if r.is_none() {
+                log::warn!("{}: malformed Apple-Challenge ignored", self.info.peer);
             }
+            r
+        });
+        let cseq = req.header("CSeq").map(str::to_string);
+        match self.dispatch(req, key) {
+            Step::Done(resp) => Reply::Done(self.finish(resp, cseq, apple_response)),
+            Step::Ask(question, kind) => {
+                self.pending = Some(Pending {
+                    cseq,
+                    apple_response,
+                    kind,
+                });
+                Reply::Ask(question)
+            }
+        }
+    }
+
+    /// The edge's answer to the [`Question`] of the last [`handle`](Self::handle): returns
+    /// the response to that request. An answer without a question, or to another question,
+    /// gets `500` (an edge bug, never the sender's).
+    pub fn answer(&mut self, answer: Answer) -> Response {
+        let Some(p) = self.pending.take() else {
+            log::error!("{}: an answer without a question", self.info.peer);
+            return self.finish(status(500, "Internal Server Error"), None, None);
+        };
+        let resp = match (p.kind, answer) {
+            (PendingKind::Announce { announce, aes }, Answer::Claim(c)) => {
+                self.claimed_answer(*announce, aes, c)
+            }
+            (PendingKind::Setup, Answer::Setup(ports)) => self.setup_answer(ports),
+            (PendingKind::Volume, Answer::Volume(db)) => Response::ok().body(
+                "text/parameters",
+                format!("volume: {db:.6}\r\n").into_bytes(),
+            ),
+            (kind, answer) => {
+                log::error!(
+                    "{}: answer {answer:?} does not fit the question ({kind:?})",
+                    self.info.peer
+                );
+                status(500, "Internal Server Error")
+            }
+        };
+        self.finish(resp, p.cseq, p.apple_response)
+    }
+
+    /// The headers every response carries.
+    fn finish(
+        &self,
+        mut resp: Response,
+        cseq: Option<String>,
+        apple_response: Option<String>,
+    ) -> Response {
+        if let Some(cseq) = cseq {
+            resp.headers.insert(0, ("CSeq".into(), cseq));
+        }
+        if let Some(r) = apple_response {
+            resp.headers.push(("Apple-Response".into(), r));
         }
         resp.headers
             .push(("Audio-Jack-Status".into(), "connected; type=analog".into()));
@@ -167,16 +342,22 @@ impl Session {
         r
     }
 
-    /// The connection closed: whatever it held is released.
-    pub fn closed(&mut self, io: &mut dyn SessionIo) {
+    /// The connection closed: whatever it held is released ([`Effect::Teardown`] if it held
+    /// the speaker).
+    pub fn closed(&mut self) {
+        self.pending = None;
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
         if self.claimed {
-            io.teardown();
+            self.effects.push_back(Effect::Teardown);
             self.claimed = false;
         }
         self.state = State::Init;
     }
 
-    fn dispatch(&mut self, req: &Request, key: &AirportKey, io: &mut dyn SessionIo) -> Response {
+    fn dispatch(&mut self, req: &Request, key: &AirportKey) -> Step {
         if let Some(pw) = self.info.password.as_deref() {
             if !self.authenticated {
                 let ok = req
@@ -187,7 +368,8 @@ impl Session {
                         log::warn!("{}: wrong password", self.info.peer);
                     }
                     return status(401, "Unauthorized")
-                        .header("WWW-Authenticate", auth::challenge(&self.nonce));
+                        .header("WWW-Authenticate", auth::challenge(&self.nonce))
+                        .into();
                 }
                 // Senders authenticate once per connection (PulseAudio re-sends its
                 // OPTIONS answer on every request), so the connection stays trusted.
@@ -198,55 +380,52 @@ impl Session {
             "OPTIONS" => Response::ok().header(
                 "Public",
                 "ANNOUNCE, SETUP, RECORD, PAUSE, FLUSH, TEARDOWN, OPTIONS, GET_PARAMETER, SET_PARAMETER, POST, GET",
-            ),
-            "ANNOUNCE" => self.announce(req, key, io),
-            "SETUP" => self.setup(req, io),
-            "RECORD" => self.record(req, io),
+            ).into(),
+            "ANNOUNCE" => self.announce(req, key),
+            "SETUP" => self.setup(req),
+            "RECORD" => self.record(req).into(),
             "FLUSH" => {
                 if !self.claimed {
-                    return status(455, "Method Not Valid In This State");
+                    return status(455, "Method Not Valid In This State").into();
                 }
-                io.flush(rtp_info(req));
-                Response::ok()
+                self.effects.push_back(Effect::Flush(rtp_info(req)));
+                Response::ok().into()
             }
             "TEARDOWN" => {
-                if self.claimed {
-                    io.teardown();
-                    self.claimed = false;
-                }
-                self.state = State::Init;
-                Response::ok().header("Connection", "close")
+                self.teardown();
+                Response::ok().header("Connection", "close").into()
             }
-            "SET_PARAMETER" => self.set_parameter(req, io),
+            "SET_PARAMETER" => self.set_parameter(req).into(),
             "GET_PARAMETER" => {
                 let body = String::from_utf8_lossy(&req.body);
                 if body.lines().any(|l| l.trim() == "volume") {
-                    Response::ok().body("text/parameters", format!("volume: {:.6}\r\n", io.volume()).into_bytes())
+                    Step::Ask(Question::Volume, PendingKind::Volume)
                 } else {
-                    Response::ok()
+                    Response::ok().into()
                 }
             }
             // pyatv probes these; neither matters to an AirPlay 1 receiver.
-            "POST" if req.path() == "/feedback" => Response::ok(),
-            "GET" | "POST" => status(404, "Not Found"),
-            "PAUSE" => Response::ok(),
-            _ => status(501, "Not Implemented"),
+            "POST" if req.path() == "/feedback" => Response::ok().into(),
+            "GET" | "POST" => status(404, "Not Found").into(),
+            "PAUSE" => Response::ok().into(),
+            _ => status(501, "Not Implemented").into(),
         }
     }
 
-    fn announce(&mut self, req: &Request, key: &AirportKey, io: &mut dyn SessionIo) -> Response {
+    fn announce(&mut self, req: &Request, key: &AirportKey) -> Step {
         let ct = req.header("Content-Type").unwrap_or("application/sdp");
         if !ct.eq_ignore_ascii_case("application/sdp") {
             return status(
                 415,
                 "Unsupported Media Type (ANNOUNCE needs application/sdp)",
-            );
+            )
+            .into();
         }
         let a = match parse_announce(&req.body) {
             Ok(a) => a,
             Err(e) => {
                 log::warn!("{}: ANNOUNCE refused: {}", self.info.peer, e.reason);
-                return status(e.status, &refusal_phrase(e.status, &e.reason));
+                return status(e.status, &refusal_phrase(e.status, &e.reason)).into();
             }
         };
         let aes = match (&a.rsaaeskey, &a.aesiv) {
@@ -255,30 +434,51 @@ impl Session {
                     Ok(k) => k,
                     Err(e) => {
                         log::warn!("{}: ANNOUNCE refused: {e}", self.info.peer);
-                        return status(400, &format!("Bad Request ({e})"));
+                        return status(400, &format!("Bad Request ({e})")).into();
                     }
                 };
                 let iv: [u8; 16] = match crate::crypto::b64_decode(iv)
                     .and_then(|v| v.try_into().ok())
                 {
                     Some(iv) => iv,
-                    None => return status(400, "Bad Request (aesiv is not 16 bytes of base64)"),
+                    None => {
+                        return status(400, "Bad Request (aesiv is not 16 bytes of base64)").into()
+                    }
                 };
                 Some((key, iv))
             }
             _ => None,
         };
-        if let Err(reason) = io.ready() {
-            log::warn!("{}: ANNOUNCE refused: {reason}", self.info.peer);
-            return status(503, &refusal_phrase(503, &reason));
-        }
-        if !self.claimed {
-            if !io.claim() {
+        Step::Ask(
+            Question::Claim,
+            PendingKind::Announce {
+                announce: Box::new(a),
+                aes,
+            },
+        )
+    }
+
+    /// ANNOUNCE, second step: the edge's verdict on the speaker.
+    fn claimed_answer(
+        &mut self,
+        a: Announce,
+        aes: Option<([u8; 16], [u8; 16])>,
+        claim: Claim,
+    ) -> Response {
+        match claim {
+            Claim::Granted => {}
+            Claim::Unavailable(reason) => {
+                log::warn!("{}: ANNOUNCE refused: {reason}", self.info.peer);
+                return status(503, &refusal_phrase(503, &reason));
+            }
+            // A connection already holding the speaker keeps it (the edge says so too).
+            Claim::Busy if self.claimed => {}
+            Claim::Busy => {
                 log::info!("{}: speaker busy, refusing a second sender", self.info.peer);
                 return status(453, "Not Enough Bandwidth");
             }
-            self.claimed = true;
         }
+        self.claimed = true;
         log::info!(
             "{}: ANNOUNCE {} {}",
             self.info.peer,
@@ -295,13 +495,13 @@ impl Session {
         Response::ok()
     }
 
-    fn setup(&mut self, req: &Request, io: &mut dyn SessionIo) -> Response {
-        let Some(a) = self.announce.clone().filter(|_| self.claimed) else {
-            return status(455, "Method Not Valid In This State");
+    fn setup(&mut self, req: &Request) -> Step {
+        let Some(a) = self.announce.as_ref().filter(|_| self.claimed) else {
+            return status(455, "Method Not Valid In This State").into();
         };
         let transport = req.header("Transport").unwrap_or("");
         if transport.to_ascii_uppercase().contains("TCP") {
-            return status(461, "Unsupported Transport (only UDP)");
+            return status(461, "Unsupported Transport (only UDP)").into();
         }
         // Normalised here, once: a port is 1..=65535, or absent (0 also means absent, as
         // senders without a control channel send it). Anything else is refused rather than
@@ -318,7 +518,7 @@ impl Session {
         };
         let (Ok(control_port), Ok(timing_port)) = (port("control_port"), port("timing_port"))
         else {
-            return status(400, "Bad Request (Transport port not in 0..65535)");
+            return status(400, "Bad Request (Transport port not in 0..65535)").into();
         };
         let setup = StreamSetup {
             format: a.format.clone(),
@@ -332,7 +532,12 @@ impl Session {
             dacp_id: req.header("DACP-ID").map(str::to_string),
             active_remote: req.header("Active-Remote").map(str::to_string),
         };
-        match io.setup(setup) {
+        Step::Ask(Question::Setup(setup), PendingKind::Setup)
+    }
+
+    /// SETUP, second step: the ports the edge bound, or why it could not.
+    fn setup_answer(&mut self, ports: Result<UdpPorts, String>) -> Response {
+        match ports {
             Ok(p) => {
                 self.state = State::SetUp;
                 Response::ok().header(
@@ -350,16 +555,16 @@ impl Session {
         }
     }
 
-    fn record(&mut self, req: &Request, io: &mut dyn SessionIo) -> Response {
+    fn record(&mut self, req: &Request) -> Response {
         if !matches!(self.state, State::SetUp | State::Recording) {
             return status(455, "Method Not Valid In This State");
         }
         self.state = State::Recording;
-        io.record(rtp_info(req));
+        self.effects.push_back(Effect::Record(rtp_info(req)));
         Response::ok().header("Audio-Latency", AUDIO_LATENCY.to_string())
     }
 
-    fn set_parameter(&mut self, req: &Request, io: &mut dyn SessionIo) -> Response {
+    fn set_parameter(&mut self, req: &Request) -> Response {
         let ct = req
             .header("Content-Type")
             .unwrap_or("text/parameters")
@@ -381,7 +586,7 @@ impl Session {
                             .filter(|v| v.is_finite())
                             .and_then(crate::output::volume::clamp_airplay_db)
                         {
-                            Some(v) => io.set_volume(v),
+                            Some(v) => self.effects.push_back(Effect::Volume(v)),
                             None => return status(400, "Bad Request (volume is not a number)"),
                         },
                         "progress" => {
@@ -398,7 +603,11 @@ impl Session {
                                 } else {
                                     c
                                 };
-                                io.progress(s, c, e);
+                                self.effects.push_back(Effect::Progress {
+                                    start: s,
+                                    current: c,
+                                    end: e,
+                                });
                             } else {
                                 return status(
                                     400,
@@ -412,11 +621,14 @@ impl Session {
                 Response::ok()
             }
             "application/x-dmap-tagged" => {
-                io.metadata(&req.body);
+                self.effects.push_back(Effect::Metadata(req.body.clone()));
                 Response::ok()
             }
             t if t.starts_with("image/") => {
-                io.artwork(t, &req.body);
+                self.effects.push_back(Effect::Artwork {
+                    content_type: t.to_string(),
+                    data: req.body.clone(),
+                });
                 Response::ok()
             }
             _ => status(415, "Unsupported Media Type"),

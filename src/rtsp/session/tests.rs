@@ -1,61 +1,80 @@
 use super::*;
 use crate::rtsp::message::parse_request;
 
+/// The edge, as the tests need it: answers the session's questions from its fields and
+/// records the questions and effects it carries out.
 #[derive(Default)]
 struct Recorder {
     busy: bool,
-    /// `ready()` refuses with this cause (an output that cannot be opened).
+    /// The output is down with this cause (an output that cannot be opened).
     unready: Option<String>,
     events: Vec<String>,
     volume: f32,
 }
 
-impl SessionIo for Recorder {
-    fn ready(&mut self) -> Result<(), String> {
-        self.unready.clone().map_or(Ok(()), Err)
+impl Recorder {
+    fn answer(&mut self, q: Question) -> Answer {
+        match q {
+            Question::Claim => Answer::Claim(match (&self.unready, self.busy) {
+                (Some(cause), _) => Claim::Unavailable(cause.clone()),
+                (None, true) => Claim::Busy,
+                (None, false) => Claim::Granted,
+            }),
+            Question::Setup(s) => {
+                self.events.push(format!(
+                    "setup {} {} {} {}",
+                    s.format.name(),
+                    s.aes.is_some(),
+                    s.client_control_port,
+                    s.client_timing_port
+                ));
+                Answer::Setup(Ok(UdpPorts {
+                    audio: 7000,
+                    control: 7001,
+                    timing: 7002,
+                }))
+            }
+            Question::Volume => Answer::Volume(self.volume),
+        }
     }
-    fn claim(&mut self) -> bool {
-        !self.busy
+
+    /// Carries out the session's effects.
+    fn drain(&mut self, s: &mut Session) {
+        while let Some(e) = s.poll_effect() {
+            self.events.push(match e {
+                Effect::Record(start) => format!("record {start:?}"),
+                Effect::Flush(until) => format!("flush {until:?}"),
+                Effect::Volume(db) => {
+                    self.volume = db;
+                    format!("volume {db}")
+                }
+                Effect::Metadata(dmap) => format!("metadata {}", dmap.len()),
+                Effect::Artwork { content_type, data } => {
+                    format!("artwork {content_type} {}", data.len())
+                }
+                Effect::Progress {
+                    start,
+                    current,
+                    end,
+                } => format!("progress {start} {current} {end}"),
+                Effect::Teardown => "teardown".into(),
+            });
+        }
     }
-    fn setup(&mut self, s: StreamSetup) -> std::io::Result<UdpPorts> {
-        self.events.push(format!(
-            "setup {} {} {} {}",
-            s.format.name(),
-            s.aes.is_some(),
-            s.client_control_port,
-            s.client_timing_port
-        ));
-        Ok(UdpPorts {
-            audio: 7000,
-            control: 7001,
-            timing: 7002,
-        })
-    }
-    fn record(&mut self, start: Option<(u16, u32)>) {
-        self.events.push(format!("record {start:?}"));
-    }
-    fn flush(&mut self, until: Option<(u16, u32)>) {
-        self.events.push(format!("flush {until:?}"));
-    }
-    fn set_volume(&mut self, db: f32) {
-        self.volume = db;
-        self.events.push(format!("volume {db}"));
-    }
-    fn volume(&self) -> f32 {
-        self.volume
-    }
-    fn metadata(&mut self, dmap: &[u8]) {
-        self.events.push(format!("metadata {}", dmap.len()));
-    }
-    fn artwork(&mut self, ct: &str, data: &[u8]) {
-        self.events.push(format!("artwork {ct} {}", data.len()));
-    }
-    fn progress(&mut self, s: u32, c: u32, e: u32) {
-        self.events.push(format!("progress {s} {c} {e}"));
-    }
-    fn teardown(&mut self) {
-        self.events.push("teardown".into());
-    }
+}
+
+/// One request through the session as the edge runs it: answer a question if there is one,
+/// then carry out the effects.
+fn handle(s: &mut Session, r: &Request, key: &AirportKey, io: &mut Recorder) -> Response {
+    let resp = match s.handle(r, key) {
+        Reply::Done(resp) => resp,
+        Reply::Ask(q) => {
+            let a = io.answer(q);
+            s.answer(a)
+        }
+    };
+    io.drain(s);
+    resp
 }
 
 fn info(password: Option<&str>) -> ConnectionInfo {
@@ -82,7 +101,8 @@ fn full_session_flow() {
     let key = AirportKey::load();
     let mut io = Recorder::default();
     let mut s = Session::new(info(None));
-    let r = s.handle(
+    let r = handle(
+        &mut s,
         &req("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\nApple-Challenge: AAECAwQFBgcICQoLDA0ODw==\r\n\r\n"),
         &key,
         &mut io,
@@ -94,8 +114,11 @@ fn full_session_flow() {
         r.get_header("Audio-Jack-Status"),
         Some("connected; type=analog")
     );
-    assert_eq!(s.handle(&announce(2, SDP_L16), &key, &mut io).status, 200);
-    let r = s.handle(&req("SETUP rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/UDP;unicast;interleaved=0-1;mode=record;control_port=6001;timing_port=6002\r\n\r\n"), &key, &mut io);
+    assert_eq!(
+        handle(&mut s, &announce(2, SDP_L16), &key, &mut io).status,
+        200
+    );
+    let r = handle(&mut s, &req("SETUP rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 3\r\nTransport: RTP/AVP/UDP;unicast;interleaved=0-1;mode=record;control_port=6001;timing_port=6002\r\n\r\n"), &key, &mut io);
     assert_eq!(r.status, 200);
     assert_eq!(
         r.get_header("Transport"),
@@ -103,17 +126,18 @@ fn full_session_flow() {
     );
     let sid: u32 = r.get_header("Session").unwrap().parse().unwrap();
     assert!(sid > 0);
-    let r = s.handle(&req("RECORD rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 4\r\nRTP-Info: seq=100;rtptime=5000\r\n\r\n"), &key, &mut io);
+    let r = handle(&mut s, &req("RECORD rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 4\r\nRTP-Info: seq=100;rtptime=5000\r\n\r\n"), &key, &mut io);
     assert_eq!(r.status, 200);
     assert_eq!(r.get_header("Audio-Latency"), Some("11025"));
-    let r = s.handle(&req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 5\r\nContent-Type: text/parameters\r\nContent-Length: 15\r\n\r\nvolume: -11.5\r\n"), &key, &mut io);
+    let r = handle(&mut s, &req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 5\r\nContent-Type: text/parameters\r\nContent-Length: 15\r\n\r\nvolume: -11.5\r\n"), &key, &mut io);
     assert_eq!(r.status, 200);
-    let r = s.handle(&req("GET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 6\r\nContent-Type: text/parameters\r\nContent-Length: 8\r\n\r\nvolume\r\n"), &key, &mut io);
+    let r = handle(&mut s, &req("GET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 6\r\nContent-Type: text/parameters\r\nContent-Length: 8\r\n\r\nvolume\r\n"), &key, &mut io);
     assert_eq!(String::from_utf8_lossy(&r.body), "volume: -11.500000\r\n");
-    s.handle(&req("FLUSH rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 7\r\nRTP-Info: seq=200;rtptime=9000\r\n\r\n"), &key, &mut io);
-    s.handle(&req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 8\r\nContent-Type: text/parameters\r\nContent-Length: 24\r\n\r\nprogress: 1/2/3\r\n       \r\n"), &key, &mut io);
-    s.handle(&req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 9\r\nContent-Type: image/jpeg\r\nContent-Length: 3\r\n\r\nabc"), &key, &mut io);
-    let r = s.handle(
+    handle(&mut s, &req("FLUSH rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 7\r\nRTP-Info: seq=200;rtptime=9000\r\n\r\n"), &key, &mut io);
+    handle(&mut s, &req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 8\r\nContent-Type: text/parameters\r\nContent-Length: 24\r\n\r\nprogress: 1/2/3\r\n       \r\n"), &key, &mut io);
+    handle(&mut s, &req("SET_PARAMETER rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 9\r\nContent-Type: image/jpeg\r\nContent-Length: 3\r\n\r\nabc"), &key, &mut io);
+    let r = handle(
+        &mut s,
         &req("TEARDOWN rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 10\r\n\r\n"),
         &key,
         &mut io,
@@ -140,7 +164,8 @@ fn out_of_order_and_unknown_methods() {
     let mut io = Recorder::default();
     let mut s = Session::new(info(None));
     assert_eq!(
-        s.handle(
+        handle(
+            &mut s,
             &req("SETUP rtsp://x/1 RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
             &key,
             &mut io
@@ -149,7 +174,8 @@ fn out_of_order_and_unknown_methods() {
         455
     );
     assert_eq!(
-        s.handle(
+        handle(
+            &mut s,
             &req("RECORD rtsp://x/1 RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
             &key,
             &mut io
@@ -158,7 +184,8 @@ fn out_of_order_and_unknown_methods() {
         455
     );
     assert_eq!(
-        s.handle(
+        handle(
+            &mut s,
             &req("FLUSH rtsp://x/1 RTSP/1.0\r\nCSeq: 2\r\n\r\n"),
             &key,
             &mut io
@@ -167,7 +194,8 @@ fn out_of_order_and_unknown_methods() {
         455
     );
     assert_eq!(
-        s.handle(
+        handle(
+            &mut s,
             &req("DESCRIBE rtsp://x/1 RTSP/1.0\r\nCSeq: 3\r\n\r\n"),
             &key,
             &mut io
@@ -176,12 +204,18 @@ fn out_of_order_and_unknown_methods() {
         501
     );
     assert_eq!(
-        s.handle(&req("GET /info RTSP/1.0\r\nCSeq: 4\r\n\r\n"), &key, &mut io)
-            .status,
+        handle(
+            &mut s,
+            &req("GET /info RTSP/1.0\r\nCSeq: 4\r\n\r\n"),
+            &key,
+            &mut io
+        )
+        .status,
         404
     );
     assert_eq!(
-        s.handle(
+        handle(
+            &mut s,
             &req("POST /feedback RTSP/1.0\r\nCSeq: 5\r\n\r\n"),
             &key,
             &mut io
@@ -189,7 +223,8 @@ fn out_of_order_and_unknown_methods() {
         .status,
         200
     );
-    let r = s.handle(
+    let r = handle(
+        &mut s,
         &announce(
             6,
             "v=0\r\nm=audio 0 RTP/AVP 96\r\na=rtpmap:96 mpeg4-generic/44100/2\r\n",
@@ -209,7 +244,10 @@ fn second_sender_gets_453() {
         ..Recorder::default()
     };
     let mut s = Session::new(info(None));
-    assert_eq!(s.handle(&announce(1, SDP_L16), &key, &mut io).status, 453);
+    assert_eq!(
+        handle(&mut s, &announce(1, SDP_L16), &key, &mut io).status,
+        453
+    );
     assert!(!s.holds_speaker());
 }
 
@@ -221,7 +259,7 @@ fn unready_output_gets_503_with_the_cause() {
         ..Recorder::default()
     };
     let mut s = Session::new(info(None));
-    let r = s.handle(&announce(1, SDP_L16), &key, &mut io);
+    let r = handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
     assert_eq!(r.status, 503);
     // One line: control characters are dropped from the reason phrase.
     assert_eq!(
@@ -231,7 +269,10 @@ fn unready_output_gets_503_with_the_cause() {
     assert!(!s.holds_speaker());
     // The next ANNOUNCE asks again: the device is there now.
     io.unready = None;
-    assert_eq!(s.handle(&announce(2, SDP_L16), &key, &mut io).status, 200);
+    assert_eq!(
+        handle(&mut s, &announce(2, SDP_L16), &key, &mut io).status,
+        200
+    );
     assert!(s.holds_speaker());
 }
 
@@ -240,7 +281,12 @@ fn digest_auth_required_once_per_connection() {
     let key = AirportKey::load();
     let mut io = Recorder::default();
     let mut s = Session::new(info(Some("secret")));
-    let r = s.handle(&req("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n"), &key, &mut io);
+    let r = handle(
+        &mut s,
+        &req("OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n"),
+        &key,
+        &mut io,
+    );
     assert_eq!(r.status, 401);
     let chal = r.get_header("WWW-Authenticate").unwrap().to_string();
     let nonce = chal.split('"').nth(3).unwrap();
@@ -251,7 +297,8 @@ fn digest_auth_required_once_per_connection() {
     let hdr = |r: &str| {
         format!("Digest username=\"iTunes\", realm=\"raop\", nonce=\"{nonce}\", uri=\"*\", response=\"{r}\"")
     };
-    let r = s.handle(
+    let r = handle(
+        &mut s,
         &req(&format!(
             "OPTIONS * RTSP/1.0\r\nCSeq: 2\r\nAuthorization: {}\r\n\r\n",
             hdr(&wrong)
@@ -260,9 +307,13 @@ fn digest_auth_required_once_per_connection() {
         &mut io,
     );
     assert_eq!(r.status, 401);
-    assert_eq!(s.handle(&announce(3, SDP_L16), &key, &mut io).status, 401);
+    assert_eq!(
+        handle(&mut s, &announce(3, SDP_L16), &key, &mut io).status,
+        401
+    );
     assert!(io.events.is_empty());
-    let r = s.handle(
+    let r = handle(
+        &mut s,
         &req(&format!(
             "OPTIONS * RTSP/1.0\r\nCSeq: 4\r\nAuthorization: {}\r\n\r\n",
             hdr(&resp)
@@ -271,7 +322,10 @@ fn digest_auth_required_once_per_connection() {
         &mut io,
     );
     assert_eq!(r.status, 200);
-    assert_eq!(s.handle(&announce(5, SDP_L16), &key, &mut io).status, 200);
+    assert_eq!(
+        handle(&mut s, &announce(5, SDP_L16), &key, &mut io).status,
+        200
+    );
 }
 
 #[test]
@@ -279,9 +333,10 @@ fn closed_connection_releases_speaker() {
     let key = AirportKey::load();
     let mut io = Recorder::default();
     let mut s = Session::new(info(None));
-    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
     assert!(s.holds_speaker());
-    s.closed(&mut io);
+    s.closed();
+    io.drain(&mut s);
     assert_eq!(io.events, vec!["teardown"]);
 }
 
@@ -300,7 +355,7 @@ fn airplay_version_from_user_agent() {
 fn set_volume(s: &mut Session, io: &mut Recorder, value: &str) -> Response {
     let body = format!("volume: {value}\r\n");
     let raw = format!("SET_PARAMETER * RTSP/1.0\r\nCSeq: 9\r\nContent-Type: text/parameters\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-    s.handle(&req(&raw), &AirportKey::load(), io)
+    handle(s, &req(&raw), &AirportKey::load(), io)
 }
 
 #[test]
@@ -308,7 +363,7 @@ fn volume_is_normalised_once_at_the_boundary() {
     let key = AirportKey::load();
     let mut io = Recorder::default();
     let mut s = Session::new(info(None));
-    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
     // What is stored (and reported by GET_PARAMETER / status) is what the mixer applies.
     for (sent, stored) in [
         ("0.300000", 0.0),
@@ -333,7 +388,7 @@ fn progress_outside_the_track_is_taken_as_its_end() {
     let key = AirportKey::load();
     let mut io = Recorder::default();
     let mut s = Session::new(info(None));
-    s.handle(&announce(1, SDP_L16), &key, &mut io);
+    handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
     for (sent, want) in [
         ("100/200/300", "progress 100 200 300"),
         ("100/400/300", "progress 100 300 300"),
@@ -343,7 +398,7 @@ fn progress_outside_the_track_is_taken_as_its_end() {
     ] {
         let body = format!("progress: {sent}\r\n");
         let raw = format!("SET_PARAMETER * RTSP/1.0\r\nContent-Type: text/parameters\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-        assert_eq!(s.handle(&req(&raw), &key, &mut io).status, 200);
+        assert_eq!(handle(&mut s, &req(&raw), &key, &mut io).status, 200);
         assert_eq!(io.events.last().map(String::as_str), Some(want));
     }
 }
@@ -353,8 +408,9 @@ fn teardown_with_an_empty_uri_ends_the_stream_and_echoes_cseq() {
     let key = AirportKey::load();
     let mut io = Recorder::default();
     let mut s = Session::new(info(None));
-    s.handle(&announce(1, SDP_L16), &key, &mut io);
-    let r = s.handle(
+    handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
+    let r = handle(
+        &mut s,
         &req("TEARDOWN  RTSP/1.0\r\nCSeq: 42\r\n\r\n"),
         &key,
         &mut io,
@@ -383,8 +439,8 @@ fn nonces_are_bound_to_their_connection() {
     let mut io = Recorder::default();
     let mut a = Session::new(info(Some("secret")));
     let mut b = Session::new(info(Some("secret")));
-    let ra = a.handle(&req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io);
-    let rb = b.handle(&req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io);
+    let ra = handle(&mut a, &req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io);
+    let rb = handle(&mut b, &req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io);
     let (na, nb) = (nonce_of(&ra), nonce_of(&rb));
     assert_ne!(na, nb, "every connection gets its own nonce");
     // A's right answer, replayed on B, is refused; B's own works.
@@ -392,13 +448,13 @@ fn nonces_are_bound_to_their_connection() {
         "OPTIONS * RTSP/1.0\r\nAuthorization: {}\r\n\r\n",
         digest(&na, "OPTIONS", "secret")
     );
-    assert_eq!(b.handle(&req(&replay), &key, &mut io).status, 401);
-    assert_eq!(a.handle(&req(&replay), &key, &mut io).status, 200);
+    assert_eq!(handle(&mut b, &req(&replay), &key, &mut io).status, 401);
+    assert_eq!(handle(&mut a, &req(&replay), &key, &mut io).status, 200);
     let own = format!(
         "OPTIONS * RTSP/1.0\r\nAuthorization: {}\r\n\r\n",
         digest(&nb, "OPTIONS", "secret")
     );
-    assert_eq!(b.handle(&req(&own), &key, &mut io).status, 200);
+    assert_eq!(handle(&mut b, &req(&own), &key, &mut io).status, 200);
 }
 
 #[test]
@@ -418,12 +474,17 @@ fn nothing_changes_before_authentication() {
         req("GET_PARAMETER * RTSP/1.0\r\nContent-Length: 7\r\n\r\nvolume\n"),
     ];
     for r in &requests {
-        let resp = s.handle(r, &key, &mut io);
+        let resp = handle(&mut s, r, &key, &mut io);
         assert_eq!(resp.status, 401, "{} before authentication", r.method);
         assert!(resp.body.is_empty());
     }
     // Wrong passwords and garbage Authorization headers change nothing either.
-    let n = nonce_of(&s.handle(&req("OPTIONS * RTSP/1.0\r\n\r\n"), &key, &mut io));
+    let n = nonce_of(&handle(
+        &mut s,
+        &req("OPTIONS * RTSP/1.0\r\n\r\n"),
+        &key,
+        &mut io,
+    ));
     for auth in [
         digest(&n, "ANNOUNCE", "wrong"),
         digest(&n, "OPTIONS", "secret"), // answer for another method
@@ -433,14 +494,14 @@ fn nothing_changes_before_authentication() {
     ] {
         let mut r = announce(2, sdp);
         r.headers.push(("Authorization".into(), auth.clone()));
-        assert_eq!(s.handle(&r, &key, &mut io).status, 401, "{auth}");
+        assert_eq!(handle(&mut s, &r, &key, &mut io).status, 401, "{auth}");
     }
     assert!(io.events.is_empty(), "{:?}", io.events);
     assert!(!s.holds_speaker());
     let mut r = announce(3, sdp);
     r.headers
         .push(("Authorization".into(), digest(&n, "ANNOUNCE", "secret")));
-    assert_eq!(s.handle(&r, &key, &mut io).status, 200);
+    assert_eq!(handle(&mut s, &r, &key, &mut io).status, 200);
 }
 
 /// Transport ports from the network are normalised at the boundary: out of range or not a
@@ -452,8 +513,12 @@ fn transport_ports_are_checked_at_the_boundary() {
     let setup = |transport: &str| {
         let mut io = Recorder::default();
         let mut s = Session::new(info(None));
-        assert_eq!(s.handle(&announce(1, SDP_L16), &key, &mut io).status, 200);
-        let r = s.handle(
+        assert_eq!(
+            handle(&mut s, &announce(1, SDP_L16), &key, &mut io).status,
+            200
+        );
+        let r = handle(
+            &mut s,
             &req(&format!(
                 "SETUP rtsp://127.0.0.1/1 RTSP/1.0\r\nCSeq: 2\r\nTransport: {transport}\r\n\r\n"
             )),
@@ -483,5 +548,90 @@ fn transport_ports_are_checked_at_the_boundary() {
     assert_eq!(
         setup("RTP/AVP/UDP;unicast;control_portx=5;control_port=6001;timing_port=0"),
         (200, "setup L16 false 6001 0".to_string())
+    );
+}
+
+/// The two-step requests: the question carries what the edge needs, the answer gives the
+/// response with the request's CSeq; an answer that fits no question is the edge's bug and
+/// gets 500, and a question left unanswered is dropped by the next request.
+#[test]
+fn questions_are_answered_once_and_in_kind() {
+    let key = AirportKey::load();
+    let mut s = Session::new(info(None));
+    let r = s.answer(Answer::Volume(-3.0));
+    assert_eq!(r.status, 500, "an answer without a question");
+    let Reply::Ask(Question::Claim) = s.handle(&announce(7, SDP_L16), &key) else {
+        panic!("ANNOUNCE asks for the speaker");
+    };
+    assert!(!s.holds_speaker(), "nothing is held before the answer");
+    let r = s.answer(Answer::Volume(-3.0));
+    assert_eq!((r.status, r.get_header("CSeq")), (500, Some("7")));
+    assert!(!s.holds_speaker());
+    // Asked again, answered in kind.
+    let Reply::Ask(Question::Claim) = s.handle(&announce(8, SDP_L16), &key) else {
+        panic!("ANNOUNCE asks for the speaker");
+    };
+    let r = s.answer(Answer::Claim(Claim::Granted));
+    assert_eq!((r.status, r.get_header("CSeq")), (200, Some("8")));
+    assert!(s.holds_speaker());
+    let setup = req("SETUP rtsp://x/1 RTSP/1.0\r\nCSeq: 9\r\nTransport: RTP/AVP/UDP;unicast;control_port=6001;timing_port=6002\r\nDACP-ID: 14413BE4996FEA4D\r\nActive-Remote: 1986535575\r\nUser-Agent: AirPlay/353.2\r\n\r\n");
+    let Reply::Ask(Question::Setup(q)) = s.handle(&setup, &key) else {
+        panic!("SETUP asks for ports");
+    };
+    assert_eq!(q.client_ip, info(None).peer.ip());
+    assert_eq!((q.client_control_port, q.client_timing_port), (6001, 6002));
+    assert_eq!(q.dacp_id.as_deref(), Some("14413BE4996FEA4D"));
+    assert_eq!(q.active_remote.as_deref(), Some("1986535575"));
+    assert_eq!(q.airplay_version, Some(353));
+    // Unanswered: the next request drops the question, and SETUP did not happen.
+    let r = handle(
+        &mut s,
+        &req("RECORD rtsp://x/1 RTSP/1.0\r\nCSeq: 10\r\n\r\n"),
+        &key,
+        &mut Recorder::default(),
+    );
+    assert_eq!(r.status, 455);
+    assert_eq!(s.answer(Answer::Setup(Err("x".into()))).status, 500);
+    // A SETUP whose ports cannot be bound gets 500 and no Session header.
+    let Reply::Ask(Question::Setup(_)) = s.handle(&setup, &key) else {
+        panic!("SETUP asks for ports");
+    };
+    let r = s.answer(Answer::Setup(Err("address in use".into())));
+    assert_eq!(r.status, 500);
+    assert_eq!(r.get_header("Session"), None);
+    assert_eq!(s.poll_effect(), None, "no effect without a stream");
+}
+
+/// Effects come out in the order the requests asked for them, several from one request
+/// (a `text/parameters` body with volume and progress) in the body's order.
+#[test]
+fn effects_keep_the_order_of_the_requests() {
+    let key = AirportKey::load();
+    let mut io = Recorder::default();
+    let mut s = Session::new(info(None));
+    handle(&mut s, &announce(1, SDP_L16), &key, &mut io);
+    let body = "progress: 1/2/3\r\nvolume: -7\r\n";
+    let raw = format!("SET_PARAMETER * RTSP/1.0\r\nContent-Type: text/parameters\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let Reply::Done(r) = s.handle(&req(&raw), &key) else {
+        panic!("SET_PARAMETER needs no answer");
+    };
+    assert_eq!(r.status, 200);
+    let Reply::Done(_) = s.handle(&req("FLUSH * RTSP/1.0\r\n\r\n"), &key) else {
+        panic!("FLUSH needs no answer");
+    };
+    s.closed();
+    let effects: Vec<Effect> = std::iter::from_fn(|| s.poll_effect()).collect();
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Progress {
+                start: 1,
+                current: 2,
+                end: 3
+            },
+            Effect::Volume(-7.0),
+            Effect::Flush(None),
+            Effect::Teardown,
+        ]
     );
 }
