@@ -384,10 +384,24 @@ pub fn client_request(path: &Path, request: &str) -> io::Result<String> {
             "one request of one line",
         ));
     }
-    let mut stream = UnixStream::connect(path)?;
+    request_on(UnixStream::connect(path)?, request)
+}
+
+/// [`client_request`] on a connected stream.
+fn request_on(mut stream: UnixStream, request: &str) -> io::Result<String> {
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
+    if let Err(e) = stream.write_all(format!("{request}\n").as_bytes()) {
+        // A daemon with every client slot taken answers "too many clients" and closes at
+        // once, without reading: the write may then find the socket closed, but the refusal
+        // is waiting to be read.
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return Err(e);
+        }
+    }
     let mut reply = String::new();
     // The status object is the largest reply; a megabyte leaves room for any growth.
     BufReader::new(stream).take(1 << 20).read_line(&mut reply)?;
@@ -455,6 +469,21 @@ mod tests {
     use super::super::json::check::valid;
     use super::*;
     use std::cell::RefCell;
+
+    /// A daemon that refused (every slot taken) wrote its answer and closed before the client
+    /// wrote its request: the client's write fails, and it still reports the refusal, not an
+    /// unreachable daemon (exit status 1, not 2).
+    #[test]
+    fn a_refusal_sent_before_the_request_is_still_read() {
+        let (client, mut daemon) = UnixStream::pair().unwrap();
+        daemon
+            .write_all(b"{\"ok\":false,\"error\":\"too many clients\"}\n")
+            .unwrap();
+        drop(daemon);
+        let reply = request_on(client, "status").unwrap();
+        assert_eq!(reply, r#"{"ok":false,"error":"too many clients"}"#);
+        assert!(!reply_ok(&reply));
+    }
 
     /// Records remote commands; `next` fails as a sender without DACP would.
     #[derive(Default)]
