@@ -396,6 +396,10 @@ impl Sink for AlsaSink {
     fn capacity(&self) -> usize {
         self.buffer_frames
     }
+
+    fn position_steps(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for AlsaSink {

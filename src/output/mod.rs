@@ -92,6 +92,13 @@ pub trait Sink {
     fn underruns(&self) -> u64;
     /// Device buffer size in frames.
     fn capacity(&self) -> usize;
+    /// Whether the device's position moves in steps that a reading can fall between (a
+    /// sound card: `snd-aloop` by kernel ticks, USB by transfers), so that one reading is
+    /// late by anything up to a step and the readings' instants must not keep one phase
+    /// against the steps. Timer-paced backends compute an exact position (the default).
+    fn position_steps(&self) -> bool {
+        false
+    }
 }
 
 /// Which output to use, as given on the command line.

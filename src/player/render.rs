@@ -14,6 +14,14 @@
 //! readings with them. An average would sit half a step late and make the renderer drop frames
 //! that were on time.
 //!
+//! The minimum only finds the truth if some readings fall just after a step. The sink's own
+//! wakeups do not: the device signals room when it steps, so they all come one wakeup latency
+//! after a step (on the emulated board, 0.4–1 ms). A stepping sink ([`Sink::position_steps`])
+//! is therefore also read at instants of the renderer's own, a pseudo-random 15–35 ms apart,
+//! which fall at every phase of the steps. And the sink is asked to wake the loop only once
+//! there is room for a useful write ([`Sink::set_wakeup`]): kept nearly full, a sound card
+//! with the default threshold of one free period signals writable all the time.
+//!
 //! Where the stream starts on such a card cannot be known before the card runs: the first step
 //! may come at once or a whole tick after the start. So the card is started up to
 //! [`PRELUDE`] before the lead time and fed silence, at most [`PRELUDE_FILL`] ahead, while its
@@ -55,6 +63,11 @@ const LATE_RUN_FRAMES: u64 = RATE as u64;
 /// Added to the lateness seen when the stream is moved later (100 ms), for the jitter of
 /// the path.
 pub const LATE_MARGIN: Duration = Duration::from_millis(100);
+/// A stepping sink's position is also read at instants of the renderer's own, this far apart
+/// (uniformly between the two; 40 readings a second on average), besides the sink's own
+/// wakeups, which all come at one phase of its steps (module docs).
+const READING_SPACING: (Duration, Duration) =
+    (Duration::from_millis(15), Duration::from_millis(35));
 /// The sink wakes the loop once this much room (24 ms) opens below the fill the renderer
 /// keeps (see `Renderer::set_wakeup`).
 const WAKE_ROOM: usize = 3 * CHUNK;
@@ -195,6 +208,9 @@ pub struct Renderer {
     /// The sink's underrun count when last looked at: an underrun makes the readings before
     /// it worthless (the device restarted with a gap).
     underruns_seen: u64,
+    /// When the next dithered reading of a stepping sink is due, and the dither's state.
+    reading_at: Instant,
+    dither: u32,
     /// Readings of the sync error plus `frames_to_ns(net_dropped)`, which corrections leave
     /// unchanged. During the prelude: when frame 0 of the start sounds, relative to `base`.
     readings: MinWindow,
@@ -253,6 +269,8 @@ impl Renderer {
             readings: MinWindow::default(),
             logged_error_ns: 0,
             underruns_seen: 0,
+            reading_at: Instant::now(),
+            dither: 0x9e37_79b9,
             net_dropped: 0,
             prelude: false,
             base: Instant::now(),
@@ -421,7 +439,7 @@ impl Renderer {
         }
         let now = if self.prelude {
             match self.prelude(now, sink, buffer, due_of)? {
-                Some(wake) => return Ok(Some(wake)),
+                Some(wake) => return Ok(Some(wake.min(self.next_reading(now, sink)))),
                 None => now.max(self.base),
             }
         } else {
@@ -563,11 +581,31 @@ impl Renderer {
             self.move_later(now, sink, ts, due_of(ts), target);
             return Ok(Some(now));
         }
-        // Come back when a quarter of the target has drained.
+        // Come back when a quarter of the target has drained, or for the next reading.
         let slack = fill.saturating_sub(target - target / 4);
-        Ok(Some(
-            now + frames_to_duration(slack).max(Duration::from_millis(2)),
-        ))
+        let wake = now + frames_to_duration(slack).max(Duration::from_millis(2));
+        Ok(Some(wake.min(self.next_reading(now, sink))))
+    }
+
+    /// When to read a stepping sink's position next (module docs, "Measuring a sound
+    /// card"): a pseudo-random [`READING_SPACING`] after the last reading time, so readings
+    /// fall at every phase of the device's steps. Far off for a sink with an exact position.
+    fn next_reading(&mut self, now: Instant, sink: &dyn Sink) -> Instant {
+        if !sink.position_steps() {
+            return now + Duration::from_secs(3600);
+        }
+        if self.reading_at <= now {
+            // xorshift32: any sequence that is not a multiple of the step will do.
+            let mut x = self.dither;
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            self.dither = x;
+            let (lo, hi) = READING_SPACING;
+            let span = (hi - lo).as_micros() as u32;
+            self.reading_at = now + lo + Duration::from_micros(u64::from(x % span.max(1)));
+        }
+        self.reading_at
     }
 
     /// One step of the prelude (module docs): reads the sink, tops its silence up to
