@@ -3,9 +3,8 @@
 # (scripts/build-image.sh), boots it under qemu-system-mipsel and runs tests/image.rs's main
 # test: bit-exact capture from the kernel loopback (pyatv, PulseAudio), mDNS seen from the host
 # side, poll descriptors, a 3-minute stream's sync statistics, withdrawal on SIGTERM and
-# power-off. Not in scripts/test.sh yet: the first pyatv stream after boot sometimes drifts
-# 1-2 ms in its first seconds and drops frames (README, "Firmware image"). A longer stream:
-# scripts/image-soak.sh [SECS].
+# power-off. scripts/test.sh runs the same test in its MIPS stage; this runs it alone. A longer
+# stream: scripts/image-soak.sh [SECS].
 #
 #   sudo scripts/image-test.sh
 set -euo pipefail

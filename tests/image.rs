@@ -21,8 +21,9 @@
 //! - SIGTERM to raopd inside the guest removes the announcement at once (goodbye packets), init
 //!   respawns it like procd, and powering the guest off removes it again.
 //!
-//! Needs root, `scripts/setup-test-deps.sh`, `scripts/setup-mips.sh`; `scripts/image-test.sh`
-//! runs it after `scripts/build-mips.sh`. Not in `scripts/test.sh` yet (README, Firmware image).
+//! Needs root, `scripts/setup-test-deps.sh`, `scripts/setup-mips.sh` and the release
+//! mipsel-musl build (`scripts/build-mips.sh`); the MIPS stage of `scripts/test.sh` runs it
+//! after that build, `scripts/image-test.sh` on its own.
 
 mod common;
 
@@ -380,7 +381,7 @@ fn require_image_tools() {
 /// Boots the image and has the guest's log, mDNS and sound card checked as described in the
 /// module documentation.
 #[test]
-#[ignore = "needs the mipsel-musl build and qemu-system, and fails in some runs (README, Firmware image): run by scripts/image-test.sh"]
+#[ignore = "needs the mipsel-musl build and qemu-system (about 4 minutes): run by the MIPS stage of scripts/test.sh and by scripts/image-test.sh"]
 fn firmware_image_boots_plays_and_announces() {
     require_image_tools();
     let _serial = common::serial();
