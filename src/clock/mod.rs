@@ -56,6 +56,13 @@
 //! 4 ms of each other (a real step), or all beyond 50 ms on one side (a jump even through
 //! ±40 ms of jitter) — which re-anchors by their median.
 //!
+//! Before anything has played by the anchor (until [`FREE_MARGIN_NS`] before the stream's
+//! first frame is due), a statement within the band that puts the stream *earlier* moves the
+//! anchor all the way: a statement is stamped when the sender gets to send it, so it can only
+//! be late, and the earliest is the best. PulseAudio's first statement after RECORD, sent in
+//! its start-up burst, was 3–3.6 ms later than the ones after it on the emulated board; slewed
+//! towards them after the start, the stream dropped frames within its first seconds.
+//!
 //! Timestamps come off the network: no panic on input (issue 11).
 #![cfg_attr(
     not(test),
@@ -103,6 +110,11 @@ const SLEW_BAND_NS: i64 = 5_000_000;
 /// `estimator::MAX_SLEW_NS`): a steady offset is followed with a time constant of 32
 /// statements (about 30 s), so statement noise averages out instead of walking the anchor.
 const SLEW_DIVISOR: i64 = 32;
+/// Until this long before the stream's first frame is due, nothing has been played by the
+/// anchor, so a statement that puts the stream earlier (within [`SLEW_BAND_NS`]) moves it all
+/// the way at once: statements are stamped when sent and only ever late, so the earliest is
+/// the best. 0.5 s leaves the renderer's lead (200 ms) and its final start measurement clear.
+const FREE_MARGIN_NS: u64 = 500_000_000;
 /// Consecutive outliers that must agree before the anchor moves to them.
 pub const CONSISTENT_SYNCS: usize = 4;
 /// Outliers agreeing within this (max − min) are a real step of the sender's timeline.
@@ -264,6 +276,9 @@ pub struct ClockModel {
     /// Requests sent in the current fast phase.
     fast_requests: u32,
     anchor: Option<Anchor>,
+    /// Until when (local ns) the anchor may move to an earlier statement at once: the stream's
+    /// first frame due less [`FREE_MARGIN_NS`]. `None` once anchored from a guess.
+    free_until: Option<LocalNs>,
     /// The sender-stated anchor before the last reset, for the first packet after a FLUSH
     /// (see [`ClockModel::handle_first_packet`]).
     before_reset: Option<Anchor>,
@@ -300,6 +315,7 @@ impl ClockModel {
             next_request: now,
             fast_requests: 0,
             anchor: None,
+            free_until: None,
             before_reset: None,
             latency: None,
             flagged: false,
@@ -444,7 +460,14 @@ impl ClockModel {
                 let predicted = i128::from(a_sender)
                     + self.frames_to_ns(i128::from(ext - a.ext), Rounding::Nearest);
                 let residual = i64::try_from(i128::from(sender) - predicted).unwrap_or(i64::MAX);
-                let moved = i128::from(self.judge(residual));
+                let early = (-SLEW_BAND_NS..0).contains(&residual)
+                    && self.free_until.is_some_and(|f| arrival < f);
+                let moved = if early {
+                    // Nothing played yet: the earliest statement is the best (FREE_MARGIN_NS).
+                    i128::from(residual)
+                } else {
+                    i128::from(self.judge(residual))
+                };
                 log::trace!("clock: sync statement {residual} ns off the anchor, moved {moved} ns");
                 // Move the anchor to this frame (keeps unwrapping local), on the predicted
                 // line plus whatever the judgement allows.
@@ -457,6 +480,7 @@ impl ClockModel {
             }
             _ => sender,
         };
+        let fresh = self.anchor.is_none();
         let ext = self.anchor.map_or(i64::from(rtp), |a| a.extend(rtp));
         self.outlier_run = 0;
         self.anchor = Some(Anchor {
@@ -464,6 +488,19 @@ impl ClockModel {
             ext,
             at: AnchorTime::Sender(at),
         });
+        // Only a first anchor marks the stream's start: its first frames are the ones being
+        // sent now (`rtp_now`). One replacing a guess may come with audio already playing.
+        self.free_until = if fresh {
+            self.first_due(sync.rtp_now)
+        } else {
+            None
+        };
+    }
+
+    /// When frame `rtp`, among the stream's first, is due, less [`FREE_MARGIN_NS`].
+    fn first_due(&self, rtp: u32) -> Option<LocalNs> {
+        self.local_time_of(rtp)
+            .map(|t| t.saturating_sub(FREE_MARGIN_NS))
     }
 
     /// How far (ns) a later sync statement `residual` ns off the anchor moves it.
@@ -527,6 +564,7 @@ impl ClockModel {
             if kept.is_some_and(|t| t >= i128::from(arrival) && t <= guess + i128::from(NS_PER_SEC))
             {
                 log::debug!("clock: first packet after FLUSH placed by the sender's last sync");
+                self.free_until = self.first_due(rtp);
                 return;
             }
             self.anchor = None;
@@ -537,6 +575,7 @@ impl ClockModel {
             ext: i64::from(rtp),
             at: AnchorTime::Local(at),
         });
+        self.free_until = None;
     }
 
     /// Forgets the anchor (FLUSH, new stream) but keeps the clock estimate, which describes
@@ -546,6 +585,7 @@ impl ClockModel {
             .anchor
             .filter(|a| matches!(a.at, AnchorTime::Sender(_)));
         self.anchor = None;
+        self.free_until = None;
         self.flagged = false;
         self.outlier_run = 0;
     }

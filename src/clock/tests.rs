@@ -574,13 +574,15 @@ fn statements_settling_a_few_ms_off_the_first_are_slewed_not_stepped() {
     // residual per statement: after 7 statements (a 5 s test stream) it has moved about
     // 0.4 ms, well within the renderer's 1 ms tolerance; nothing counts as an outlier and
     // nothing re-anchors.
+    // (The statement at 11 s, before the first frame is due at 12 s, agrees with the first:
+    // an earlier one there would move the anchor at once; see the next test.)
     let mut m = ClockModel::new(cfg(), 0);
-    let errs: Vec<i64> = (0..8)
+    let errs: Vec<i64> = (0..9)
         .map(|i| {
-            if i == 0 {
+            if i < 2 {
                 0
             } else {
-                -2_021_000 - 16_000 * (i - 1)
+                -2_021_000 - 16_000 * (i - 2)
             }
         })
         .collect();
@@ -589,8 +591,8 @@ fn statements_settling_a_few_ms_off_the_first_are_slewed_not_stepped() {
     let moved = 10 * SEC - m.local_time_of(0).unwrap();
     assert!((350_000..500_000).contains(&moved), "moved {moved} ns");
     // A steady offset is followed all the way in the end: 2 minutes of it.
-    let errs: Vec<i64> = (0..120)
-        .map(|i| if i == 0 { 0 } else { -2 * MS as i64 })
+    let errs: Vec<i64> = (0..121)
+        .map(|i| if i < 2 { 0 } else { -2 * MS as i64 })
         .collect();
     let mut m = ClockModel::new(cfg(), 0);
     statements(&mut m, &errs);
@@ -847,4 +849,40 @@ fn single_outlier_is_dropped() {
     let after = sim.model.stats();
     assert_eq!(after.offset_ns, before.offset_ns);
     assert_eq!(after.samples, before.samples);
+}
+
+#[test]
+fn before_the_first_frame_plays_the_earliest_statement_anchors() {
+    // PulseAudio after RECORD: its first statement, sent in its start-up burst, is 3.4 ms
+    // later than the ones after it. Statements say frame `rtp` sounds at `ntp`, sent with
+    // `rtp_now` two seconds ahead; the stream's first frame (rtp_now of the first) is due at
+    // 12 s, so statements until 11.5 s move the anchor all the way when they put it earlier.
+    let mut m = ClockModel::new(cfg(), 0);
+    statements(&mut m, &[3_400_000]);
+    let first = m.local_time_of(0).unwrap();
+    // A later statement before playback: judged as usual (1/32 of it).
+    let late = |m: &mut ClockModel, i: u32, e: i64, at: LocalNs| {
+        let ntp = local_to_ntp(
+            (SENDER_BASE_NS as i64 + 10 * SEC as i64 + i64::from(i) * SEC as i64 + e) as u64,
+        );
+        let rtp = 44_100 * i;
+        m.handle_sync(&sync(rtp, ntp, rtp + 88_200, false), at);
+    };
+    late(&mut m, 1, 3_400_000 + 320_000, 11 * SEC);
+    assert_eq!(m.local_time_of(0).unwrap(), first + 10_000);
+    // An earlier one: all the way.
+    late(&mut m, 1, 0, 11 * SEC + 100 * MS);
+    let early = m.local_time_of(0).unwrap();
+    assert_eq!(first - early, 3_400_000);
+    // After the margin: slewed again, whatever the side.
+    late(&mut m, 2, -3_000_000, 11 * SEC + 600 * MS);
+    let moved = early as i64 - m.local_time_of(0).unwrap() as i64;
+    assert!(
+        (0..=100_000).contains(&moved),
+        "moved {moved} ns after the start"
+    );
+    assert_eq!((m.stats().sync_outliers, m.stats().reanchors), (0, 0));
+    // After a reset the next first statement opens the window again.
+    m.reset_anchor();
+    assert!(m.local_time_of(0).is_none());
 }
