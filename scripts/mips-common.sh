@@ -10,7 +10,9 @@
 #     zig-cache/                     zig's global cache (its prebuilt musl libc.a etc.)
 #     src/                           Debian's alsa-lib source package (apt-get source)
 #     build/<target>/                alsa-lib build trees
-#     alsa-<rust-target>/usr/...     alsa-lib installs (DESTDIR), static libasound.a + alsa.pc
+#     alsa-r<rev>-<rust-target>/usr/ alsa-lib installs (DESTDIR), static libasound.a + alsa.pc
+#                                    (<rev> = MIPS_ALSA_BUILD_REV: checkouts of different
+#                                    revisions share the cache without rebuilding each other's)
 #     dynamic-<rust-target>/         sysroot of the dynamic (OpenWrt-style) musl builds and of
 #                                    qemu's -L: lib/libc.so + lib/ld-musl-*-sf.so.1 (musl
 #                                    built with zig cc), usr/lib/libasound.so* + alsa.pc
@@ -27,8 +29,9 @@ MIPS_TARGETS=(mips-unknown-linux-gnu mipsel-unknown-linux-gnu mips-unknown-linux
 # zig from PyPI (`ziglang` wheel) is the C compiler/linker for the musl targets.
 MIPS_ZIG_VERSION="${RAOPD_ZIG_VERSION:-0.15.2}"
 
-# Bump when the alsa-lib configure flags change, so that cached builds are redone.
-MIPS_ALSA_BUILD_REV=3
+# Bump when the alsa-lib configure flags change; it names the install directory, so the
+# paths in .cargo/config.toml ([env]) must follow.
+MIPS_ALSA_BUILD_REV=4
 
 # alsa-lib's PCM plugins built in (configure --with-pcm-plugins; hw is always there).
 # Playback through hw/plughw and what the stock card configurations of alsa-lib use for their
@@ -79,7 +82,7 @@ MIPS_DYNAMIC_BUILD_REV=1
 
 # Where a target's alsa-lib lives (DESTDIR root; the .pc file is under usr/lib/pkgconfig).
 # mipsel-unknown-linux-gnu uses Debian's multiarch libasound2-dev:mipsel instead.
-mips_alsa_root() { echo "$MIPS_CACHE/alsa-$1"; }
+mips_alsa_root() { echo "$MIPS_CACHE/alsa-r$MIPS_ALSA_BUILD_REV-$1"; }
 
 # The sysroot of a musl target's dynamic build (scripts/build-mips.sh --dynamic): musl's
 # libc.so (also the dynamic loader) and a shared alsa-lib, as an OpenWrt image has them.

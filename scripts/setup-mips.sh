@@ -219,7 +219,7 @@ build_alsa() {
   # plugins that card configurations and users name for playback (docs/mips.md). No rawmidi,
   # seq, hwdep (the alsa crate binds them, raopd does not use them), UCM, topology, alisp,
   # python, old versioned symbols, capture-only or exotic PCM plugins, control plugins.
-  (cd "$build" && CC="$cc" AR="$ar" RANLIB="$ranlib" CFLAGS="-Os -g0 -fno-unwind-tables -fno-asynchronous-unwind-tables" \
+  (cd "$build" && CC="$cc" AR="$ar" RANLIB="$ranlib" CFLAGS="-Os -g0 -fno-unwind-tables -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections" \
     "$src/configure" --host="$host" --build="$(uname -m)-linux-gnu" \
       --prefix=/usr --libdir=/usr/lib --sysconfdir=/etc \
       --with-configdir=/usr/share/alsa --with-plugindir=/usr/lib/alsa-lib \
