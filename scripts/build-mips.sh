@@ -5,6 +5,7 @@
 #   scripts/build-mips.sh mips-unknown-linux-musl  # one or more targets
 #   scripts/build-mips.sh TARGET... -- --no-default-features   # extra cargo build args
 #   scripts/build-mips.sh --openwrt-flags mipsel-unknown-linux-musl  # as OpenWrt's feed builds
+#   scripts/build-mips.sh --dynamic mipsel-unknown-linux-musl  # linked like OpenWrt's packages
 #
 # Targets: mips-unknown-linux-gnu, mipsel-unknown-linux-gnu (Debian cross gcc, glibc, for
 # tests), mips-unknown-linux-musl, mipsel-unknown-linux-musl (static, soft-float, for OpenWrt
@@ -18,6 +19,10 @@
 # rustflags of .cargo/config.toml, and --cfg fix_y2038 must be in it, as the package Makefile
 # adds it), overflow checks on, no debug assertions, and the panic strategy the package
 # Makefile sets over the feed's (unwind).
+# --dynamic (musl targets only) links the way OpenWrt's packages are linked: against musl's
+# libc.so and alsa-lib's libasound.so.2 (both from the target's dynamic sysroot that
+# scripts/setup-mips.sh builds, $(mips_dynamic_root TARGET)), into <target dir>/dynamic/.
+# Run it with `scripts/qemu-cmd.sh --dynamic TARGET`, which points qemu's -L at that sysroot.
 set -euo pipefail
 
 # shellcheck source=scripts/mips-common.sh
@@ -26,11 +31,13 @@ set -euo pipefail
 targets=()
 cargo_args=()
 openwrt=0
+dynamic=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; cargo_args=("$@"); break ;;
     --openwrt-flags) openwrt=1; shift ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --dynamic) dynamic=1; shift ;;
+    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) mips_check_target "$1"; targets+=("$1"); shift ;;
   esac
 done
@@ -61,6 +68,24 @@ if [ "$openwrt" = 1 ]; then
   export CARGO_PROFILE_RELEASE_PANIC=unwind
   export CARGO_PROFILE_RELEASE_RPATH=false
   mips_log "OpenWrt feed flags: RUSTFLAGS=$RUSTFLAGS, overflow checks on, panic=unwind"
+fi
+
+if [ "$dynamic" = 1 ]; then
+  [ "$openwrt" = 0 ] || mips_die "--dynamic and --openwrt-flags do not combine"
+  for t in "${targets[@]}"; do
+    [[ $t == *musl ]] || mips_die "--dynamic: musl targets only, not $t (the gnu targets are dynamic already)"
+    root="$(mips_dynamic_root "$t")"
+    [ -f "$root/lib/libc.so" ] && [ -f "$root/usr/lib/libasound.so.2" ] \
+      || mips_die "no dynamic sysroot for $t in $root (scripts/setup-mips.sh builds it)"
+    # alsa-sys finds the shared alsa-lib through pkg-config (these override .cargo/config.toml).
+    export "PKG_CONFIG_LIBDIR_${t//-/_}=$root/usr/lib/pkgconfig"
+    export "PKG_CONFIG_SYSROOT_DIR_${t//-/_}=$root"
+  done
+  target_dir="$target_dir/dynamic"
+  export CARGO_TARGET_DIR="$target_dir"
+  export RUSTFLAGS="$MIPS_DYNAMIC_RUSTFLAGS"
+  export RAOPD_ZIG_DYNAMIC=1
+  mips_log "dynamic: RUSTFLAGS=$RUSTFLAGS, musl libc.so + libasound.so.2"
 fi
 
 build() {

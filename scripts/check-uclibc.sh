@@ -15,7 +15,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(mips-unknown-linux-uclibc mipsel-unknown-linux-uclibc)
 for t in "${targets[@]}"; do
   musl=${t%-uclibc}-musl
-  pc=$MIPS_CACHE/alsa-$musl/usr/lib/pkgconfig
+  pc=$(mips_alsa_root "$musl")/usr/lib/pkgconfig
   [ -d "$pc" ] || { echo "check-uclibc: no alsa-lib for $musl at $pc: run scripts/setup-mips.sh" >&2; exit 2; }
   echo "check-uclibc: cargo check --target $t"
   RUSTC_BOOTSTRAP=1 PKG_CONFIG_ALLOW_CROSS=1 PKG_CONFIG_PATH=$pc PKG_CONFIG_LIBDIR=$pc \

@@ -54,7 +54,7 @@ apt-get source -qq alsa-lib
 src="$(ls -d "$work"/alsa-lib-*/ | head -n1)"
 mkdir build && cd build
 # The same slim configuration as scripts/setup-mips.sh (plugin list: scripts/mips-common.sh).
-CC="$cc" CFLAGS="-Os -fno-unwind-tables -fno-asynchronous-unwind-tables" "$src/configure" --host="$host" \
+CC="$cc" CFLAGS="-Os -fno-unwind-tables -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections" "$src/configure" --host="$host" \
   --prefix=/usr --libdir=/usr/lib --sysconfdir=/etc \
   --with-configdir=/usr/share/alsa --with-plugindir=/usr/lib/alsa-lib \
   --enable-static --disable-shared --disable-dependency-tracking \

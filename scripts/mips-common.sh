@@ -10,7 +10,12 @@
 #     zig-cache/                     zig's global cache (its prebuilt musl libc.a etc.)
 #     src/                           Debian's alsa-lib source package (apt-get source)
 #     build/<target>/                alsa-lib build trees
-#     alsa-<rust-target>/usr/...     alsa-lib installs (DESTDIR), static libasound.a + alsa.pc
+#     alsa-r<rev>-<rust-target>/usr/ alsa-lib installs (DESTDIR), static libasound.a + alsa.pc
+#                                    (<rev> = MIPS_ALSA_BUILD_REV: checkouts of different
+#                                    revisions share the cache without rebuilding each other's)
+#     dynamic-<rust-target>/         sysroot of the dynamic (OpenWrt-style) musl builds and of
+#                                    qemu's -L: lib/libc.so + lib/ld-musl-*-sf.so.1 (musl
+#                                    built with zig cc), usr/lib/libasound.so* + alsa.pc
 #   <repo>/target/mips-sysroot       symlink to $MIPS_CACHE; .cargo/config.toml and the zig
 #                                    wrappers find everything through it
 
@@ -24,8 +29,9 @@ MIPS_TARGETS=(mips-unknown-linux-gnu mipsel-unknown-linux-gnu mips-unknown-linux
 # zig from PyPI (`ziglang` wheel) is the C compiler/linker for the musl targets.
 MIPS_ZIG_VERSION="${RAOPD_ZIG_VERSION:-0.15.2}"
 
-# Bump when the alsa-lib configure flags change, so that cached builds are redone.
-MIPS_ALSA_BUILD_REV=3
+# Bump when the alsa-lib configure flags change; it names the install directory, so the
+# paths in .cargo/config.toml ([env]) must follow.
+MIPS_ALSA_BUILD_REV=4
 
 # alsa-lib's PCM plugins built in (configure --with-pcm-plugins; hw is always there).
 # Playback through hw/plughw and what the stock card configurations of alsa-lib use for their
@@ -42,6 +48,14 @@ MIPS_BUILD_STD="-Zbuild-std=std,panic_unwind"
 # and no `backtrace` feature, whose symboliser (gimli, addr2line, miniz_oxide,
 # rustc-demangle) cost 257 KiB on mipsel-musl; a panic message keeps its text and location.
 MIPS_BUILD_STD_FEATURES="-Zbuild-std-features=panic-unwind,optimize_for_size"
+
+# rustflags of the dynamic (OpenWrt-style) musl builds, in place of the static ones of
+# .cargo/config.toml (scripts/build-mips.sh --dynamic passes them as RUSTFLAGS): no crt-static
+# (dynamic musl, dynamic alsa-lib), position-independent (a PIE, as OpenWrt builds packages;
+# with -Crelocation-model=static the binary was 175 KiB smaller but could not unwind: panics
+# aborted with "failed to initiate panic", which would defeat the ALAC guard), the same
+# -Zlocation-detail=none and fix_y2038 cfg (docs/mips.md, "Timer hang").
+MIPS_DYNAMIC_RUSTFLAGS="-Ctarget-feature=-crt-static -Clink-self-contained=no -Zlocation-detail=none --cfg fix_y2038"
 
 mips_log() { printf '\033[1;34m[mips]\033[0m %s\n' "$*" >&2; }
 mips_die() { printf '\033[1;31m[mips] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -63,6 +77,23 @@ mips_zig_target() {
   esac
 }
 
+# Bump when the dynamic sysroot (musl libc.so, shared alsa-lib) changes, so that it is redone.
+MIPS_DYNAMIC_BUILD_REV=1
+
 # Where a target's alsa-lib lives (DESTDIR root; the .pc file is under usr/lib/pkgconfig).
 # mipsel-unknown-linux-gnu uses Debian's multiarch libasound2-dev:mipsel instead.
-mips_alsa_root() { echo "$MIPS_CACHE/alsa-$1"; }
+mips_alsa_root() { echo "$MIPS_CACHE/alsa-r$MIPS_ALSA_BUILD_REV-$1"; }
+
+# The sysroot of a musl target's dynamic build (scripts/build-mips.sh --dynamic): musl's
+# libc.so (also the dynamic loader) and a shared alsa-lib, as an OpenWrt image has them.
+# qemu-user runs the dynamic binaries with `-L` pointing here.
+mips_dynamic_root() { echo "$MIPS_CACHE/dynamic-$1"; }
+
+# musl's dynamic loader name for a soft-float Rust musl target (PT_INTERP of the binaries).
+mips_musl_loader() {
+  case "$1" in
+    mips-unknown-linux-musl) echo ld-musl-mips-sf.so.1 ;;
+    mipsel-unknown-linux-musl) echo ld-musl-mipsel-sf.so.1 ;;
+    *) mips_die "no musl loader for $1" ;;
+  esac
+}

@@ -11,6 +11,10 @@
 #   mips-gnu dynamic, glibc from Debian's cross sysroot /usr/mips-linux-gnu
 #   mipsel-gnu dynamic, multiarch: -L / finds /lib/ld.so.1 and /usr/lib/mipsel-linux-gnu
 #            (libasound2:mipsel); -L /usr/mipsel-linux-gnu crashes in pthread_create
+#   --dynamic *-musl  the OpenWrt-style dynamic builds (scripts/build-mips.sh --dynamic): -L at
+#            the target's dynamic sysroot, which holds musl's loader /lib/ld-musl-*-sf.so.1 and
+#            /usr/lib/libasound.so.2, e.g.
+#   RAOPD_CMD="$(scripts/qemu-cmd.sh --dynamic mipsel-unknown-linux-musl) target/dynamic/mipsel-unknown-linux-musl/release/raopd"
 # Unless ALSA_CONFIG_PATH is already set, the guest gets ALSA_CONFIG_PATH=<cache>/alsa-qemu.conf
 # (Debian's alsa.conf minus the /etc/alsa/conf.d hooks; written by scripts/setup-mips.sh): the
 # host's hooks, e.g. the pulse one, need plugins that the MIPS alsa-lib cannot load, and then
@@ -20,8 +24,13 @@ set -euo pipefail
 # shellcheck source=scripts/mips-common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/mips-common.sh"
 
+dynamic=0
+if [ "${1:-}" = --dynamic ]; then
+  dynamic=1
+  shift
+fi
 if [ $# -ne 1 ] || [ "$1" = -h ] || [ "$1" = --help ]; then
-  echo "usage: $0 TARGET   (mips-unknown-linux-gnu, mipsel-unknown-linux-gnu, mips-unknown-linux-musl, mipsel-unknown-linux-musl)" >&2
+  echo "usage: $0 [--dynamic] TARGET   (mips-unknown-linux-gnu, mipsel-unknown-linux-gnu, mips-unknown-linux-musl, mipsel-unknown-linux-musl; --dynamic: musl only)" >&2
   exit 2
 fi
 
@@ -33,6 +42,21 @@ case "$1" in
   *) echo "$0: unknown target '$1'" >&2; exit 2 ;;
 esac
 
+if [ "$dynamic" = 1 ]; then
+  case "$1" in
+    *-musl) ;;
+    *) echo "$0: --dynamic is for the musl targets, not $1" >&2; exit 2 ;;
+  esac
+  root="$(mips_dynamic_root "$1")"
+  if [ ! -e "$root/lib/$(mips_musl_loader "$1")" ] || [ ! -e "$root/usr/lib/libasound.so.2" ]; then
+    echo "$0: no dynamic sysroot for $1 in $root; run scripts/setup-mips.sh" >&2
+    exit 1
+  fi
+  case "$root" in
+    *[[:space:]]*) echo "$0: $root has spaces; set RAOPD_MIPS_CACHE to a path without" >&2; exit 1 ;;
+  esac
+  cmd+=(-L "$root")
+fi
 if ! command -v "${cmd[0]}" >/dev/null; then
   echo "$0: ${cmd[0]} not found; run scripts/setup-mips.sh" >&2
   exit 1

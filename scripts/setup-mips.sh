@@ -13,6 +13,8 @@
 #   * zig (PyPI `ziglang` wheel in a venv) as C compiler and linker for the musl targets
 #   * static alsa-lib, built from Debian's own source package, for mips-unknown-linux-gnu
 #     (Debian has no big-endian `mips` port any more) and for both musl targets
+#   * the sysroot of the dynamic (OpenWrt-style) musl builds, per musl target: musl's libc.so
+#     (Debian's musl source package built with zig cc, soft-float) and a shared alsa-lib
 #   * alsa-qemu.conf: Debian's alsa.conf without the conf.d hooks, for binaries under qemu
 # Built artefacts go to $RAOPD_MIPS_CACHE (default ~/.cache/raopd-mips) and are reached
 # through the symlink target/mips-sysroot, which is re-created when missing (fresh clone,
@@ -44,7 +46,7 @@ apt_missing() {
   echo "${missing[*]}"
 }
 
-# deb-src lines are needed for `apt-get source alsa-lib`.
+# deb-src lines are needed for `apt-get source alsa-lib` and `apt-get source musl`.
 have_deb_src() {
   grep -rhsE '^[[:space:]]*(deb-src[[:space:]]|Types:.*deb-src)' \
     /etc/apt/sources.list /etc/apt/sources.list.d/ >/dev/null
@@ -69,6 +71,7 @@ setup_apt() {
   local need_src=0 missing
   missing="$(apt_missing)"
   [ -d "$MIPS_CACHE/src" ] && ls -d "$MIPS_CACHE"/src/alsa-lib-*/ >/dev/null 2>&1 || need_src=1
+  ls -d "$MIPS_CACHE"/src/musl-*/ >/dev/null 2>&1 || need_src=1
   if [ -z "$missing" ] && { [ "$need_src" = 0 ] || have_deb_src; }; then
     mips_log "Debian packages: already installed"
     return
@@ -173,8 +176,11 @@ fetch_alsa_src() {
   [ -n "$(alsa_src_dir)" ] || mips_die "alsa-lib source was not unpacked"
 }
 
+# build_alsa TARGET [shared]: static libasound.a into $(mips_alsa_root TARGET), or with
+# `shared` libasound.so into the target's dynamic sysroot (same configuration otherwise).
 build_alsa() {
-  local target="$1" host cc ar ranlib src build root stamp_val ver
+  local target="$1" kind="${2:-static}" host cc ar ranlib src build root stamp_val ver
+  local link_flags=(--enable-static --disable-shared)
   case "$target" in
     mips-unknown-linux-gnu)
       host=mips-linux-gnu; cc=mips-linux-gnu-gcc; ar=mips-linux-gnu-ar; ranlib=mips-linux-gnu-ranlib ;;
@@ -188,43 +194,136 @@ build_alsa() {
   ver="$(basename "$src")"
   root="$(mips_alsa_root "$target")"
   stamp_val="$ver rev$MIPS_ALSA_BUILD_REV zig$MIPS_ZIG_VERSION"
-  if [ -f "$root/.stamp" ] && [ "$(cat "$root/.stamp")" = "$stamp_val" ]; then
-    mips_log "alsa-lib for $target: cached ($ver)"
+  build="$MIPS_CACHE/build/$target"
+  if [ "$kind" = shared ]; then
+    root="$(mips_dynamic_root "$target")"
+    stamp_val="$stamp_val dynamic-rev$MIPS_DYNAMIC_BUILD_REV"
+    build="$MIPS_CACHE/build/$target-shared"
+    link_flags=(--disable-static --enable-shared)
+  fi
+  local stamp="$root/.stamp-alsa"
+  [ "$kind" = shared ] || stamp="$root/.stamp"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_val" ]; then
+    mips_log "alsa-lib ($kind) for $target: cached ($ver)"
     return
   fi
-  build="$MIPS_CACHE/build/$target"
-  rm -rf "$build" "$root"
+  rm -rf "$build"
+  if [ "$kind" = shared ]; then
+    rm -rf "${root:?}/usr"
+  else
+    rm -rf "$root"
+  fi
   mkdir -p "$build"
-  mips_log "alsa-lib for $target: configure ($ver, CC=$(basename "$cc"))"
+  mips_log "alsa-lib ($kind) for $target: configure ($ver, CC=$(basename "$cc"))"
   # Slim static alsa-lib: what raopd calls (PCM, control, mixer, config parsing) and the PCM
   # plugins that card configurations and users name for playback (docs/mips.md). No rawmidi,
   # seq, hwdep (the alsa crate binds them, raopd does not use them), UCM, topology, alisp,
   # python, old versioned symbols, capture-only or exotic PCM plugins, control plugins.
-  (cd "$build" && CC="$cc" AR="$ar" RANLIB="$ranlib" CFLAGS="-Os -g0 -fno-unwind-tables -fno-asynchronous-unwind-tables" \
+  (cd "$build" && CC="$cc" AR="$ar" RANLIB="$ranlib" CFLAGS="-Os -g0 -fno-unwind-tables -fno-asynchronous-unwind-tables -ffunction-sections -fdata-sections" \
     "$src/configure" --host="$host" --build="$(uname -m)-linux-gnu" \
       --prefix=/usr --libdir=/usr/lib --sysconfdir=/etc \
       --with-configdir=/usr/share/alsa --with-plugindir=/usr/lib/alsa-lib \
-      --enable-static --disable-shared --disable-dependency-tracking \
+      "${link_flags[@]}" --disable-dependency-tracking \
       --disable-python --disable-alisp --disable-ucm --disable-topology \
       --disable-old-symbols --with-versioned=no --with-debug=no \
       --disable-rawmidi --disable-seq --disable-hwdep --disable-aload \
       --with-pcm-plugins="$MIPS_ALSA_PCM_PLUGINS" --with-ctl-plugins=no \
       > configure.log 2>&1) || { tail -n 40 "$build/configure.log" >&2; mips_die "alsa-lib configure failed for $target (log: $build/configure.log)"; }
-  mips_log "alsa-lib for $target: make -j$JOBS"
+  mips_log "alsa-lib ($kind) for $target: make -j$JOBS"
   (cd "$build" && make -j"$JOBS" -C include > make.log 2>&1 && make -j"$JOBS" -C src >> make.log 2>&1 \
     && make -C include install DESTDIR="$root" >> make.log 2>&1 \
     && make -C src install DESTDIR="$root" >> make.log 2>&1 \
     && make -C utils install DESTDIR="$root" >> make.log 2>&1) \
-    || { tail -n 40 "$build/make.log" >&2; mips_die "alsa-lib build failed for $target (log: $build/make.log)"; }
-  [ -f "$root/usr/lib/libasound.a" ] && [ -f "$root/usr/lib/pkgconfig/alsa.pc" ] \
-    || mips_die "alsa-lib install for $target is incomplete"
+    || { tail -n 40 "$build/make.log" >&2; mips_die "alsa-lib ($kind) build failed for $target (log: $build/make.log)"; }
+  local lib=libasound.a
+  [ "$kind" = shared ] && lib=libasound.so.2
+  [ -f "$root/usr/lib/$lib" ] && [ -f "$root/usr/lib/pkgconfig/alsa.pc" ] \
+    || mips_die "alsa-lib ($kind) install for $target is incomplete"
   rm -rf "$build"
-  echo "$stamp_val" > "$root/.stamp"
-  mips_log "alsa-lib for $target: installed in $root"
+  # libtool's .la file names build paths; nothing here reads it.
+  [ "$kind" = static ] || rm -f "$root/usr/lib/libasound.la"
+  echo "$stamp_val" > "$stamp"
+  mips_log "alsa-lib ($kind) for $target: installed in $root"
 }
 
 # ---------------------------------------------------------------------------------------------
-# 6. ALSA configuration for MIPS binaries under qemu-user
+# 6. musl's libc.so for the dynamic (OpenWrt-style) musl builds
+# ---------------------------------------------------------------------------------------------
+# zig links dynamic executables against a stub libc.so of its own and ships no musl dynamic
+# loader, so the one the binaries run with (under qemu -L) is built here: Debian's musl source
+# package, compiled with the same zig cc as everything else (soft-float mips32r2, musl's
+# "mips-sf"/"mipsel-sf" subarch). musl's libc.so is also its loader; OpenWrt installs it as
+# /lib/libc.so with /lib/ld-musl-<arch>-sf.so.1 pointing at it, and so does this sysroot.
+musl_src_dir() { ls -d "$MIPS_CACHE"/src/musl-*/ 2>/dev/null | head -n1; }
+
+fetch_musl_src() {
+  if [ -n "$(musl_src_dir)" ]; then return; fi
+  mkdir -p "$MIPS_CACHE/src"
+  mips_log "apt-get source musl"
+  (cd "$MIPS_CACHE/src" && apt-get source -qq musl >/dev/null 2>&1) \
+    || mips_die "apt-get source musl failed (deb-src entries missing? run as root once)"
+  [ -n "$(musl_src_dir)" ] || mips_die "musl source was not unpacked"
+}
+
+build_musl_so() {
+  local target="$1" src ver root build stamp stamp_val cc loader
+  src="$(musl_src_dir)"
+  ver="$(basename "$src")"
+  root="$(mips_dynamic_root "$target")"
+  stamp="$root/.stamp-musl"
+  stamp_val="$ver zig$MIPS_ZIG_VERSION dynamic-rev$MIPS_DYNAMIC_BUILD_REV"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_val" ]; then
+    mips_log "musl libc.so for $target: cached ($ver)"
+    return
+  fi
+  case "$target" in
+    mips-unknown-linux-musl) cc="$MIPS_REPO_ROOT/scripts/zigcc-mips-musl" ;;
+    mipsel-unknown-linux-musl) cc="$MIPS_REPO_ROOT/scripts/zigcc-mipsel-musl" ;;
+    *) mips_die "no musl build for $target" ;;
+  esac
+  loader="$(mips_musl_loader "$target")"
+  build="$MIPS_CACHE/build/$target-musl"
+  rm -rf "$build" "${root:?}/lib"
+  mkdir -p "$build" "$root/lib"
+  mips_log "musl libc.so for $target: build ($ver, CC=$(basename "$cc"))"
+  (cd "$build" && CC="$cc" CFLAGS="-Os" "$src/configure" --target="${target%%-*}-linux-musl" \
+      --prefix=/usr --syslibdir=/lib --disable-static > configure.log 2>&1 \
+    && grep -qx "ARCH = mips" config.mak && grep -q -- "-sf$" <(sed -n 's/^SUBARCH = //p' config.mak)) \
+    || { tail -n 20 "$build/configure.log" >&2; mips_die "musl configure failed for $target"; }
+  # The soft-float and 64-bit helpers (__adddf3, __udivdi3, ...) come from zig's compiler_rt.
+  # That archive also defines memcpy, memset, sqrt and other libc functions, weak and hidden,
+  # and a hidden definition anywhere in a link hides the symbol: libc.so would not export
+  # memcpy. So the compiler_rt copy linked here keeps those libc names local.
+  local bu objs rt
+  bu="${target%%-*}-linux-gnu"
+  mapfile -t objs < <(cd "$build" && make -n lib/libc.so 2>/dev/null | tr ' ' '\n' | grep '\.lo$')
+  [ ${#objs[@]} -gt 100 ] || mips_die "musl: no object list from its Makefile"
+  (cd "$build" && make -j"$JOBS" "${objs[@]}" > make.log 2>&1) \
+    || { tail -n 20 "$build/make.log" >&2; mips_die "musl build failed for $target (log: $build/make.log)"; }
+  printf 'int raopd_probe(void) { return 0; }\n' > "$build/probe.c"
+  rt="$("$cc" -shared -nostdlib -v "$build/probe.c" -o "$build/probe.so" 2>&1 | tr ' ' '\n' \
+    | awk '/\/libcompiler_rt\.a$/ && !n++')" && [ -n "$rt" ] || mips_die "musl: cannot find zig's compiler_rt for $target"
+  rt="$(realpath "$rt")" # zig prints it relative to the current directory
+  # One object; its member name is a path, which objcopy cannot handle inside the archive.
+  [ "$("$bu-ar" t "$rt" | wc -l)" = 1 ] || mips_die "musl: unexpected compiler_rt layout ($rt)"
+  "$bu-ar" p "$rt" > "$build/compiler_rt_zig.o"
+  (cd "$build" && "$bu-nm" --defined-only -g "${objs[@]}" 2>/dev/null | awk 'NF == 3 { print $3 }' | sort -u > musl.syms \
+    && "$bu-nm" --defined-only -g compiler_rt_zig.o | awk 'NF == 3 { print $3 }' | sort -u > rt.syms \
+    && comm -12 musl.syms rt.syms > both.syms \
+    && "$bu-objcopy" --localize-symbols=both.syms compiler_rt_zig.o compiler_rt.o \
+    && rm -f libcompiler_rt.a && "$bu-ar" rcs libcompiler_rt.a compiler_rt.o \
+    && make lib/libc.so LIBCC="-rtlib=none $build/libcompiler_rt.a" >> make.log 2>&1) \
+    || { tail -n 20 "$build/make.log" >&2; mips_die "musl libc.so link failed for $target (log: $build/make.log)"; }
+  "$bu-nm" -D "$build/lib/libc.so" | awk '$2 == "T" && $3 == "memcpy" { f = 1 } END { exit !f }' || mips_die "musl: libc.so does not export memcpy"
+  cp "$build/lib/libc.so" "$root/lib/libc.so"
+  ln -sfn libc.so "$root/lib/$loader"
+  rm -rf "$build"
+  echo "$stamp_val" > "$stamp"
+  mips_log "musl libc.so for $target: installed in $root/lib ($loader)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 7. ALSA configuration for MIPS binaries under qemu-user
 # ---------------------------------------------------------------------------------------------
 # Debian's alsa.conf without its top-level @hooks, which load /etc/alsa/conf.d and
 # ~/.asoundrc. Those may reference plugins (e.g. libasound2-plugins' pulse hook) that a static
@@ -252,6 +351,11 @@ main() {
   build_alsa mips-unknown-linux-gnu
   build_alsa mips-unknown-linux-musl
   build_alsa mipsel-unknown-linux-musl
+  fetch_musl_src
+  for t in mips-unknown-linux-musl mipsel-unknown-linux-musl; do
+    build_musl_so "$t"
+    build_alsa "$t" shared
+  done
   setup_alsa_qemu_conf
   command -v qemu-mips >/dev/null && command -v qemu-mipsel >/dev/null || mips_die "qemu-mips/qemu-mipsel missing"
   mips_log "MIPS setup complete in $((SECONDS - t0))s (cache: $MIPS_CACHE)"
