@@ -11,7 +11,7 @@
 //! Needs `CAP_NET_RAW` on kernels before 5.7 (procd runs raopd as root on OpenWrt).
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// `setsockopt(2)` with option value `val` (an int, `ip_mreqn`, ...), its size taken from `T`.
@@ -56,6 +56,87 @@ pub fn bind_to_device(fd: RawFd, iface: &str) -> io::Result<()> {
     } else {
         let e = io::Error::last_os_error();
         Err(io::Error::new(e.kind(), format!("interface {iface}: {e}")))
+    }
+}
+
+/// `recvmsg(2)` of one datagram into `buf`, with a control buffer for ancillary data
+/// (cmsg(3)): the one place raopd walks control messages. Each control message the kernel
+/// attached is handed to `on_cmsg` as (level, type, data), e.g. (`SOL_SOCKET`,
+/// `SCM_TIMESTAMPNS`, a `timespec`) or (`IPPROTO_IP`, `IP_PKTINFO`, an `in_pktinfo`); read
+/// the data with [`cmsg_value`]. `flags` as for recvmsg (`MSG_DONTWAIT`, or 0 on a
+/// non-blocking socket). Returns the datagram's length in bytes and its source address
+/// (`None` for a family other than IPv4/IPv6).
+pub fn recvmsg(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+    on_cmsg: &mut dyn FnMut(libc::c_int, libc::c_int, &[u8]),
+) -> io::Result<(usize, Option<SocketAddr>)> {
+    // SAFETY: all-zero is a valid sockaddr_storage / msghdr.
+    let mut src: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64s keep the control buffer aligned for cmsghdr; 128 bytes hold a timestamp or a
+    // pktinfo with room to spare.
+    let mut control = [0u64; 16];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut src as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` points to a live buffer of the stated size.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // msg_controllen; each message's data lies within its cmsg_len.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let head = libc::CMSG_LEN(0) as usize;
+            let len = ((*c).cmsg_len as usize).saturating_sub(head);
+            let data = std::slice::from_raw_parts(libc::CMSG_DATA(c), len);
+            on_cmsg((*c).cmsg_level, (*c).cmsg_type, data);
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n as usize, sockaddr_to_std(&src)))
+}
+
+/// A control message's data as a `T` (`timespec`, `in_pktinfo`), if it is long enough.
+/// `T` must be a plain C struct for which any bytes are a valid value.
+pub fn cmsg_value<T: Copy>(data: &[u8]) -> Option<T> {
+    // SAFETY: the length is checked; the read is unaligned; callers use plain C structs.
+    (data.len() >= std::mem::size_of::<T>())
+        .then(|| unsafe { std::ptr::read_unaligned(data.as_ptr().cast::<T>()) })
+}
+
+/// The source address `recvmsg` filled in, for IPv4 and IPv6 sockets.
+fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(s.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::from((
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::from((
+                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+            )))
+        }
+        _ => None,
     }
 }
 
@@ -134,5 +215,36 @@ mod tests {
         assert!(udp_socket(Some("abcdefghijklmnopq"), 0).is_err());
         let u = udp_socket(None, 0).unwrap();
         assert_ne!(u.local_addr().unwrap().port(), 0);
+    }
+
+    /// A real datagram over loopback with `SO_TIMESTAMPNS` on: its bytes, its source and the
+    /// kernel's stamp come back; an empty socket says `WouldBlock`.
+    #[test]
+    fn recvmsg_returns_source_and_control_messages() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let on: libc::c_int = 1;
+        setsockopt(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &on).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"hello", rx.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 64];
+        let mut stamps = Vec::new();
+        let mut on_cmsg = |level, kind, data: &[u8]| {
+            if (level, kind) == (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) {
+                stamps.push(cmsg_value::<libc::timespec>(data).unwrap());
+            }
+        };
+        let (n, from) = recvmsg(rx.as_raw_fd(), &mut buf, 0, &mut on_cmsg).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from, Some(tx.local_addr().unwrap()));
+        assert_eq!(stamps.len(), 1);
+        assert!(stamps[0].tv_sec > 0);
+        let e = recvmsg(
+            rx.as_raw_fd(),
+            &mut buf,
+            libc::MSG_DONTWAIT,
+            &mut |_, _, _| {},
+        );
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(cmsg_value::<u64>(&[1, 2, 3]), None);
     }
 }

@@ -76,10 +76,12 @@
 )]
 
 mod estimator;
+pub mod mono;
 mod ntp;
 #[cfg(test)]
 mod tests;
 
+pub use mono::{instant_of, ns_of};
 pub use ntp::{local_to_ntp, ntp_to_ns, LocalNs};
 
 use crate::rtp::SyncRepr;

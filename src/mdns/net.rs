@@ -511,47 +511,18 @@ fn open_socket() -> io::Result<Async<UdpSocket>> {
 }
 
 /// `recvfrom` that also returns the index of the interface the packet arrived on
-/// (`IP_PKTINFO`, ip(7)).
+/// (`IP_PKTINFO`, ip(7)), through [`crate::bind::recvmsg`].
 fn recv_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<u32>)> {
-    // SAFETY: all-zero is a valid sockaddr_in / msghdr / iovec.
-    let mut src: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // u64s keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 16];
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = &mut src as *mut libc::sockaddr_in as *mut libc::c_void;
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: every pointer in `msg` points to a live buffer of the stated size.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
     let mut ifindex = None;
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
-    // msg_controllen; IP_PKTINFO data is an in_pktinfo.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
-                let info = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
-                ifindex = Some(info.ipi_ifindex as u32);
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+    let mut on_cmsg = |level, kind, data: &[u8]| {
+        if (level, kind) == (libc::IPPROTO_IP, libc::IP_PKTINFO) {
+            ifindex =
+                crate::bind::cmsg_value::<libc::in_pktinfo>(data).map(|i| i.ipi_ifindex as u32);
         }
-    }
-    let addr = SocketAddr::from((
-        Ipv4Addr::from(u32::from_be(src.sin_addr.s_addr)),
-        u16::from_be(src.sin_port),
-    ));
-    Ok((n as usize, addr, ifindex))
+    };
+    let (n, from) = crate::bind::recvmsg(fd, buf, 0, &mut on_cmsg)?;
+    let from = from.unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    Ok((n, from, ifindex))
 }
 
 fn mreqn(i: &Interface) -> libc::ip_mreqn {

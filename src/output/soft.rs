@@ -292,46 +292,6 @@ fn set_nonblocking(file: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads `CLOCK_MONOTONIC` in nanoseconds.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-/// Maps `Instant`s to `CLOCK_MONOTONIC` nanoseconds. `Instant` has no public epoch, but on Linux
-/// it is read from the same clock, so one paired reading fixes the offset for good.
-#[derive(Clone, Copy)]
-struct MonoRef {
-    at: Instant,
-    ns: u64,
-}
-
-impl MonoRef {
-    fn new() -> MonoRef {
-        let before = monotonic_ns();
-        let at = Instant::now();
-        let after = monotonic_ns();
-        MonoRef {
-            at,
-            ns: before + (after - before) / 2,
-        }
-    }
-
-    fn ns(&self, t: Instant) -> u64 {
-        match t.checked_duration_since(self.at) {
-            Some(d) => self.ns.saturating_add(d.as_nanos() as u64),
-            None => self.ns.saturating_sub((self.at - t).as_nanos() as u64),
-        }
-    }
-}
-
 /// The running virtual DAC clock: frame `w0` started sounding at `t0`.
 #[derive(Clone, Copy, Debug)]
 struct Clock {
@@ -364,7 +324,6 @@ pub struct SoftSink {
     /// Latest `now` seen; `stop` has no clock argument and uses this when it is ahead of the
     /// real clock, so runs with constructed instants stay consistent.
     last_now: Option<Instant>,
-    mono: MonoRef,
     scratch: [u8; CHUNK_FRAMES * FRAME_BYTES],
 }
 
@@ -381,7 +340,6 @@ impl SoftSink {
             underruns: 0,
             warned_underrun: false,
             last_now: None,
-            mono: MonoRef::new(),
             scratch: [0; CHUNK_FRAMES * FRAME_BYTES],
         }
     }
@@ -508,7 +466,7 @@ impl Sink for SoftSink {
         if let Some(clock) = self.clock {
             let heard = self.consumed_at(clock, now).min(self.written);
             if heard < self.written {
-                let ns = self.mono.ns(now);
+                let ns = crate::clock::ns_of(now);
                 if let Err(e) = self.log_timing(format_args!("# stop {heard} {ns}\n")) {
                     log::debug!("{}: timing log: {e}", self.describe());
                 }
@@ -555,7 +513,7 @@ impl Sink for SoftSink {
         });
         let index = self.written;
         let sounds_at = clock.t0 + self.duration_of(index - clock.w0);
-        let ns = self.mono.ns(sounds_at);
+        let ns = crate::clock::ns_of(sounds_at);
         self.written += n as u64;
         self.log_timing(format_args!("{index} {ns}\n"))?;
         log::trace!("{}: wrote {n} frames, delay {}", self.describe(), delay + n);
@@ -764,9 +722,8 @@ mod tests {
         let path = tmp("timing.raw");
         let mut s = SoftSink::sim(&path, 0.0).unwrap();
         assert_eq!(s.describe(), format!("sim:{}:+0ppm", path.display()));
-        let mono = s.mono;
         let t = Instant::now() + Duration::from_secs(10);
-        let ns = |at: Instant| mono.ns(at);
+        let ns = crate::clock::ns_of;
         s.start().unwrap();
         s.write(t, &pattern(4410, 0)).unwrap(); // sounds at t
         s.write(ms(t, 20), &pattern(441, 0)).unwrap(); // queued behind 100 ms
@@ -804,20 +761,6 @@ mod tests {
         assert_eq!(first[1] - start_ns, 181_224_672);
         assert!(SoftSink::sim(&path, f64::NAN).is_err());
         assert!(SoftSink::sim(&path, 2e5).is_err());
-    }
-
-    #[test]
-    fn monotonic_mapping_matches_clock() {
-        let m = MonoRef::new();
-        let now = monotonic_ns();
-        let mapped = m.ns(Instant::now());
-        assert!(mapped.abs_diff(now) < 5_000_000, "{mapped} vs {now}");
-        let t = m.at + Duration::from_millis(3);
-        assert_eq!(m.ns(t) - m.ns(m.at), 3_000_000);
-        assert_eq!(
-            m.ns(m.at) - m.ns(m.at - Duration::from_millis(2)),
-            2_000_000
-        );
     }
 
     fn mkfifo(path: &Path) {

@@ -7,7 +7,9 @@ mod render;
 pub use render::{RenderStats, Renderer};
 
 use crate::buffer::{BufferStats, Insert, JitterBuffer};
-use crate::clock::{ClockConfig, ClockModel, ClockStats, LatencyRule};
+use crate::clock::{
+    instant_of, ns_of as local_ns, ClockConfig, ClockModel, ClockStats, LatencyRule,
+};
 use crate::codec::Decoder;
 use crate::crypto::AudioCipher;
 use crate::output::wait::SPURIOUS_BACKOFF;
@@ -22,7 +24,6 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::OnceLock;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -171,20 +172,6 @@ pub struct Sockets {
     pub audio: Async<UdpSocket>,
     pub control: Async<UdpSocket>,
     pub timing: Async<UdpSocket>,
-}
-
-/// Our monotonic clock as nanoseconds since the first call: the clock model's unit.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-pub fn local_ns(t: Instant) -> u64 {
-    t.saturating_duration_since(epoch()).as_nanos() as u64
-}
-
-pub fn instant_of(ns: u64) -> Instant {
-    epoch() + Duration::from_nanos(ns)
 }
 
 struct Stream {
@@ -551,46 +538,23 @@ fn recv_stamped(
     sock: &Async<UdpSocket>,
     buf: &mut [u8],
 ) -> Option<(usize, SocketAddr, Option<Instant>)> {
-    // SAFETY: all-zero is a valid sockaddr_storage / msghdr / iovec.
-    let mut src: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // u64s keep the control buffer aligned for cmsghdr.
-    let mut control = [0u64; 8];
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut src as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: every pointer in `msg` points to a live buffer of the stated size.
-    let n = unsafe { libc::recvmsg(sock.get_ref().as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::WouldBlock {
-            log::debug!("udp receive: {e}");
-        }
-        return None;
-    }
     let mut stamp: Option<libc::timespec> = None;
-    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
-    // msg_controllen; SCM_TIMESTAMPNS data is a timespec.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                stamp = Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(c) as *const libc::timespec
-                ));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
+    let mut on_cmsg = |level, kind, data: &[u8]| {
+        if (level, kind) == (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) {
+            stamp = crate::bind::cmsg_value(data);
         }
-    }
-    let from = sockaddr_to_std(&src)?;
+    };
+    let fd = sock.get_ref().as_raw_fd();
+    let (n, from) = match crate::bind::recvmsg(fd, buf, libc::MSG_DONTWAIT, &mut on_cmsg) {
+        Ok((n, Some(from))) => (n, from),
+        Ok((_, None)) => return None,
+        Err(e) => {
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                log::debug!("udp receive: {e}");
+            }
+            return None;
+        }
+    };
     let arrival = stamp.and_then(|ts| {
         let mut now_rt = libc::timespec {
             tv_sec: 0,
@@ -607,30 +571,7 @@ fn recv_stamped(
             .contains(&age)
             .then(|| now - Duration::from_nanos(age as u64))
     });
-    Some((n as usize, from, arrival))
-}
-
-/// The source address `recvmsg` filled in, for IPv4 and IPv6 sockets.
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(s.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::from((
-                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let a = unsafe { &*(s as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::from((
-                std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-            )))
-        }
-        _ => None,
-    }
+    Some((n, from, arrival))
 }
 
 /// Sends one datagram without waiting: a request that does not fit the socket buffer now is
