@@ -1,5 +1,6 @@
-//! Cost of the per-period output path: one `Renderer::pump` (`src/player/render.rs`) that moves
-//! one 352-frame period from the jitter buffer through the software volume into the sink, as the
+//! Cost of the per-period output path: one round of the sans-IO `Renderer` (`src/stream/render.rs`)
+//! and the sink requests it makes (read the sink, write the period), as the edge in `player`
+//! carries them out, moving one 352-frame period from the jitter buffer through the software volume into the sink, as the
 //! reactor does every 8 ms while a stream plays.
 //!
 //! - `pump_pipe_devnull`: `SoftSink::pipe("/dev/null")`, volume at unity (AirPlay 0 dB);
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use raopd::buffer::{Insert, JitterBuffer};
 use raopd::output::{Mixer, Sink, SoftMixer, SoftSink};
-use raopd::player::Renderer;
+use raopd::stream::{Output, Renderer, SinkReading};
 
 const FRAMES: usize = 352;
 const RATE: u64 = 44_100;
@@ -31,6 +32,47 @@ const SIM_MAX_PERIODS: usize = 100_000;
 
 fn frames_to_duration(frames: u64) -> Duration {
     Duration::from_nanos(frames * 1_000_000_000 / RATE)
+}
+
+/// The edge's part (as `player::drive` does it): carries out on `sink` what the renderer asks
+/// at `now` until it says when to come back.
+fn pump(
+    r: &mut Renderer,
+    now: Instant,
+    sink: &mut dyn Sink,
+    buffer: &mut JitterBuffer,
+    due_of: &dyn Fn(u32) -> Option<Instant>,
+    apply: &dyn Fn(&mut [i16]),
+) -> std::io::Result<Option<Instant>> {
+    loop {
+        match r.poll(now, sink.capacity(), buffer, due_of, apply) {
+            Output::Start => {
+                let opening = Instant::now();
+                sink.start()?;
+                r.started(now + opening.elapsed(), sink.underruns());
+            }
+            Output::Read(at) => {
+                let status = sink.status(at)?;
+                r.reading(SinkReading {
+                    status,
+                    at: sink.status_time(at),
+                    capacity: sink.capacity(),
+                    underruns: sink.underruns(),
+                    position_steps: sink.position_steps(),
+                });
+            }
+            Output::Write { frames, at } => {
+                let n = sink.write(at, frames)?;
+                r.wrote(n);
+            }
+            Output::SetWakeup(frames) => sink.set_wakeup(frames)?,
+            Output::Stop(wake) => {
+                sink.stop();
+                return Ok(wake);
+            }
+            Output::Wait(wake) => return Ok(wake),
+        }
+    }
 }
 
 /// Pumps a stream through `sink` until `BUDGET` passes or `max_periods` periods were written.
@@ -73,8 +115,7 @@ fn bench(name: &str, mut sink: SoftSink, volume_db: f32, max_periods: usize) {
             &mut buffer,
             (now - t0).as_millis() as u64 * RATE / 1000 + RATE,
         );
-        r.pump(now, &mut sink, &mut buffer, &due_of, &apply)
-            .expect("pump");
+        pump(&mut r, now, &mut sink, &mut buffer, &due_of, &apply).expect("pump");
         now += period;
     }
     assert!(r.is_started(), "{name}: the stream did not start");
@@ -88,9 +129,7 @@ fn bench(name: &str, mut sink: SoftSink, volume_db: f32, max_periods: usize) {
             (now - t0).as_millis() as u64 * RATE / 1000 + RATE,
         );
         let t = Instant::now();
-        let wake = r
-            .pump(now, &mut sink, &mut buffer, &due_of, &apply)
-            .expect("pump");
+        let wake = pump(&mut r, now, &mut sink, &mut buffer, &due_of, &apply).expect("pump");
         timed += t.elapsed();
         black_box(wake);
         calls += 1;

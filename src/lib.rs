@@ -5,8 +5,9 @@
 //! packets, [`crypto`] decrypts them, [`codec`] decodes them, [`buffer`] reorders them by
 //! sequence number, [`clock`] maps sender time to local time, [`output`] plays them, and
 //! [`server`] exposes state to the outside. [`speaker`] decides who holds the speaker.
-//! [`player`] and [`server`] are the I/O edge that drives the sans-IO cores from one thread,
-//! on the epoll [`reactor`].
+//! [`stream`] is one stream's sans-IO core (packets, clock, renderer). [`player`] and
+//! [`server`] are the I/O edge that drives the sans-IO cores from one thread, on the epoll
+//! [`reactor`].
 
 /// The sample rate of everything raopd handles, in frames per second (and RTP ticks per
 /// second): AirPlay 1 streams are always 44.1 kHz. The one definition; SDP, the clock model,
@@ -28,3 +29,4 @@ pub mod rtp;
 pub mod rtsp;
 pub mod server;
 pub mod speaker;
+pub mod stream;

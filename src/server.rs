@@ -10,13 +10,14 @@ use crate::config::Config;
 use crate::control::{self, ControlHandler, Hooks, Remote, RemoteCommand};
 use crate::crypto::AirportKey;
 use crate::output::{ProbeError, Sink};
-use crate::player::{self, Cmd, End, Pool, Resources, Sockets, StreamStats};
+use crate::player::{self, Cmd, End, Pool, Resources, Sockets};
 use crate::reactor::{Async, Timer};
 use crate::rtsp::{
     parse_request, Answer, Claim, ConnectionInfo, Effect, Question, Reply, Session, StreamSetup,
     UdpPorts,
 };
 use crate::speaker::{Action, ConnId, Speaker, SpeakerConfig, StreamEnd, IDLE_CONNECTION};
+use crate::stream::StreamStats;
 use async_executor::LocalExecutor;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use std::cell::RefCell;

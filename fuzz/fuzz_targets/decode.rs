@@ -1,6 +1,6 @@
 //! The audio path after the socket: an ANNOUNCE with an arbitrary `a=fmtp` (or none, for
 //! L16), with or without AES, then arbitrary packets through the audio packet view,
-//! decryption and the decoder, as `player::Stream::on_audio` does. The decoder must never
+//! decryption and the decoder, as `stream::Stream::handle_audio` does. The decoder must never
 //! produce more frames than a packet may carry; a decoder panic must be caught by its
 //! guard (libFuzzer reports any panic that escapes).
 //!

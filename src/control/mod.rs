@@ -21,7 +21,7 @@ pub use json::JsonWriter;
 pub use now_playing::{Artwork, NowPlaying};
 pub use socket::{client_main, client_request, ControlHandler, ControlSocket, DEFAULT_SOCKET};
 
-use crate::player::StreamStats;
+use crate::stream::StreamStats;
 use std::net::IpAddr;
 use std::time::Instant;
 

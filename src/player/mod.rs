@@ -1,26 +1,21 @@
-//! One stream's I/O edge: its three UDP sockets, the sink, and the timers, driven on the
-//! reactor thread. It feeds packets into the sans-IO cores (jitter buffer, clock model,
-//! renderer) and carries out what they ask for (resend and timing requests, writes).
+//! One stream's I/O edge: its three UDP sockets, the sink, and the one timer, driven on the
+//! reactor thread. It reads what arrives and hands it to the sans-IO stream core
+//! ([`crate::stream::Stream`]), sends the datagrams the core yields, carries out what the core
+//! asks of the sink (open, read, write the period it produced, stop), and keeps the output
+//! failure policy (retries, grace), which is about the device rather than the stream.
 
-mod render;
-
-pub use render::{RenderStats, Renderer};
-
-use crate::buffer::{BufferStats, Insert, JitterBuffer};
-use crate::clock::{
-    instant_of, ns_of as local_ns, ClockConfig, ClockModel, ClockStats, LatencyRule,
-};
-use crate::codec::Decoder;
-use crate::crypto::AudioCipher;
+use crate::buffer::JitterBuffer;
 use crate::output::wait::SPURIOUS_BACKOFF;
-use crate::output::{Mixer, Sink, SoftMixer, Waiter};
+use crate::output::{Sink, Waiter};
 use crate::reactor::{Async, Timer};
-use crate::rtp::{self, payload_type as pt};
 use crate::rtsp::StreamSetup;
+use crate::stream::{
+    Output, Renderer, SinkReading, Stream, StreamConfig, StreamStats, Transmit, Via,
+};
 use futures_lite::Stream as _;
 use std::cell::RefCell;
 use std::future::Future as _;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -47,9 +42,13 @@ const RECOVERED_FRAMES: u64 = crate::RATE as u64;
 /// Commands from the RTSP session to its stream.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cmd {
+    /// RECORD, with RTP-Info's (sequence number, RTP timestamp) when given.
     Record(Option<(u16, u32)>),
+    /// FLUSH up to (sequence number, RTP timestamp), or everything.
     Flush(Option<(u16, u32)>),
+    /// SET_PARAMETER volume, in AirPlay dB (-30..0, -144 mutes).
     Volume(f32),
+    /// TEARDOWN, or another stream takes over.
     Stop,
 }
 
@@ -75,9 +74,12 @@ impl Pool {
     }
 }
 
+/// A stream's settings: the core's ([`StreamConfig`]) plus the edge's period.
 #[derive(Debug, Clone)]
 pub struct PlayerConfig {
+    /// Latency used when the sender states none (`--latency`), in frames.
     pub default_latency_frames: u32,
+    /// Added to every due instant (`--latency-offset`), in ms (positive: later).
     pub latency_offset_ms: i64,
     /// No packet from the sender for this long ends the stream.
     pub session_timeout: Duration,
@@ -89,63 +91,6 @@ pub struct PlayerConfig {
 
 /// [`PlayerConfig::period`] unless configured.
 pub const DEFAULT_PERIOD: Duration = Duration::from_millis(40);
-
-/// A stream's statistics, shared with the status interface.
-#[derive(Debug, Clone, Default)]
-pub struct StreamStats {
-    pub buffer: BufferStats,
-    pub render: RenderStats,
-    pub clock: Option<ClockStats>,
-    pub garbage_packets: u64,
-    pub foreign_packets: u64,
-    /// Timing requests sent to the sender.
-    pub timing_requests: u64,
-    pub decode_errors: u64,
-    pub underruns: u64,
-}
-
-impl StreamStats {
-    /// One line of `key=value` pairs: logged when a stream ends (tests read it) and
-    /// periodically at debug level.
-    pub fn summary(&self) -> String {
-        let (b, r) = (&self.buffer, &self.render);
-        let c = self.clock.as_ref();
-        format!(
-            "start_error_us={} sync_error_us={} max_sync_error_us={} frames_inserted={} frames_dropped={} resyncs={} \
-             frames_written={} silence_frames={} received={} lost={} late={} duplicates={} requested={} recovered={} \
-             resend_requests={} underruns={} decode_errors={} garbage_packets={} foreign_packets={} drift_ppm={:.1} \
-             clock_offset_samples={} timing_requests={} latency_frames={} sync_outliers={} reanchors={} \
-             late_restarts={} late_delay_ms={}",
-            r.start_error_us,
-            r.sync_error_us,
-            r.max_sync_error_us,
-            r.frames_inserted,
-            r.frames_dropped,
-            r.resyncs,
-            r.frames_written,
-            r.silence_frames,
-            b.received,
-            b.lost,
-            b.late,
-            b.duplicates,
-            b.requested,
-            b.recovered,
-            b.resend_requests,
-            self.underruns,
-            self.decode_errors,
-            self.garbage_packets,
-            self.foreign_packets,
-            c.map_or(0.0, |c| c.drift_ppm),
-            c.map_or(0, |c| c.samples),
-            self.timing_requests,
-            c.map_or(0, |c| c.latency_frames),
-            c.map_or(0, |c| c.sync_outliers),
-            c.map_or(0, |c| c.reanchors),
-            r.late_restarts,
-            r.late_delay_ms,
-        )
-    }
-}
 
 /// Why a stream ended.
 #[derive(Debug)]
@@ -172,24 +117,6 @@ pub struct Sockets {
     pub audio: Async<UdpSocket>,
     pub control: Async<UdpSocket>,
     pub timing: Async<UdpSocket>,
-}
-
-struct Stream {
-    setup: StreamSetup,
-    decoder: Decoder,
-    cipher: Option<AudioCipher>,
-    clock: ClockModel,
-    renderer: Renderer,
-    mixer: SoftMixer,
-    control_peer: Option<SocketAddr>,
-    timing_peer: Option<SocketAddr>,
-    stats: Rc<RefCell<StreamStats>>,
-    last_heard: Instant,
-    first_packet_seen: bool,
-    /// A timing reply has come with the kernel's arrival stamp (logged once).
-    stamped: bool,
-    /// The sink's underrun count when the stream started.
-    underruns_before: u64,
 }
 
 /// Runs one stream until it is stopped, times out or its sink fails. Takes the
@@ -223,12 +150,17 @@ struct Ready {
     cmd: Option<Option<Cmd>>,
 }
 
+/// Sink requests carried out per wakeup at most: a handful suffice (open, set the wakeup
+/// level, read, write the prelude's padding, read, write a period); the bound only keeps a confused renderer from
+/// spinning the loop.
+const MAX_OUTPUT_STEPS: usize = 64;
+
 /// The edge loop, in the str0m shape: wait once for any of the sources (the three sockets,
 /// the command channel, the sink's descriptors, one reusable timer), then drain every ready
-/// socket until it would block, feed the cores, send what they ask for, write to the sink,
-/// and sleep again. No future or timer is built per iteration and the timer is re-armed only
-/// when its deadline changes, so each wakeup costs the reactor's own handful of system calls
-/// plus the reads and writes themselves.
+/// socket until it would block, feed the stream core, send the datagrams it yields, carry out
+/// what it asks of the sink, and sleep again. No future or timer is built per iteration and
+/// the timer is re-armed only when its deadline changes, so each wakeup costs the reactor's
+/// own handful of system calls plus the reads and writes themselves.
 ///
 /// While the output runs, the audio socket is not watched: it is drained at every wakeup,
 /// and wakeups come at least every [`PlayerConfig::period`], so audio packets are taken in
@@ -248,49 +180,19 @@ async fn run_with(
     let mut cmds = std::pin::pin!(cmds);
     let Resources { sink, buffer } = res;
     let sink: &mut dyn Sink = sink.as_mut();
-    buffer.reset(setup.format.frames_per_packet as usize);
-    // The buffer and the sink outlive the stream: its statistics start from zero.
-    buffer.stats = Default::default();
     let underruns_before = sink.underruns();
-    let decoder = match Decoder::new(&setup.format) {
-        Ok(d) => d,
+    let now = Instant::now();
+    let stream_cfg = StreamConfig {
+        default_latency_frames: cfg.default_latency_frames,
+        latency_offset_ms: cfg.latency_offset_ms,
+        session_timeout: cfg.session_timeout,
+    };
+    let mut s = match Stream::new(&setup, &stream_cfg, buffer, volume_db, now) {
+        Ok(s) => s,
         Err(e) => {
-            log::error!("cannot build decoder: {e}");
+            log::error!("cannot build decoder: {}", e.0);
             return End::Stopped;
         }
-    };
-    let now = Instant::now();
-    let mut mixer = SoftMixer::default();
-    mixer.set_volume(volume_db);
-    let peer = |port: u16| (port != 0).then_some(SocketAddr::new(setup.client_ip, port));
-    let mut s = Stream {
-        cipher: setup.aes.map(|(k, iv)| AudioCipher::new(k, iv)),
-        decoder,
-        clock: ClockModel::new(
-            ClockConfig {
-                sample_rate: crate::RATE,
-                timing_interval_ns: 3_000_000_000,
-                output_offset_ns: cfg.latency_offset_ms * 1_000_000,
-                default_latency_frames: cfg.default_latency_frames,
-                latency: LatencyRule {
-                    airplay_version: setup.airplay_version,
-                    min_frames: setup.min_latency,
-                    max_frames: setup.max_latency,
-                    ..LatencyRule::default()
-                },
-            },
-            local_ns(now),
-        ),
-        renderer: Renderer::new(),
-        mixer,
-        control_peer: peer(setup.client_control_port),
-        timing_peer: peer(setup.client_timing_port),
-        setup,
-        stats,
-        last_heard: now,
-        first_packet_seen: false,
-        stamped: false,
-        underruns_before,
     };
     let mut abuf = vec![0u8; 2048];
     let mut cbuf = vec![0u8; 2048];
@@ -304,29 +206,26 @@ async fn run_with(
     let mut outage: Option<Outage> = None;
     loop {
         let now = Instant::now();
-        if now.duration_since(s.last_heard) > cfg.session_timeout {
+        if s.is_timed_out(now) {
             log::warn!(
                 "sender silent for {:?}: ending the stream",
                 cfg.session_timeout
             );
             return End::Timeout;
         }
-        s.send_requests(now, buffer, &socks);
-        let was_started = s.renderer.is_started();
-        let volume = &s.mixer;
-        let clock = &s.clock;
-        let due_of = |ts| clock.local_time_of(ts).map(instant_of);
+        while let Some(t) = s.poll_transmit(now) {
+            send(&socks, &t);
+        }
+        let was_started = s.is_playing();
         // While the output is down, the sink is opened again only when a retry is due; in
         // between, audio falls due unheard.
         let retry_due = outage.as_ref().is_none_or(|o| now >= o.retry_at);
         let wake = if retry_due {
-            match s
-                .renderer
-                .pump(now, sink, buffer, &due_of, &|f| volume.apply(f))
-            {
+            match drive(&mut s, now, sink) {
                 Ok(w) => w,
                 Err(e) => {
-                    s.renderer.halt(sink);
+                    sink.stop();
+                    s.output_failed();
                     match &mut outage {
                         None => {
                             log::warn!(
@@ -360,12 +259,12 @@ async fn run_with(
                 }
             }
         } else {
-            s.renderer.discard_due(now, buffer, &due_of);
+            s.discard_due(now);
             None
         };
         if let Some(o) = &mut outage {
-            if s.renderer.is_started() {
-                let written = s.renderer.stats.frames_written;
+            if s.is_playing() {
+                let written = s.frames_written();
                 let mark = *o.reopened_at_frames.get_or_insert(written);
                 if written.saturating_sub(mark) >= RECOVERED_FRAMES {
                     log::warn!(
@@ -377,31 +276,33 @@ async fn run_with(
                 }
             }
         }
-        let started = s.renderer.is_started();
+        let started = s.is_playing();
         if started && !was_started {
             waiter = Some(Waiter::new(sink));
             sink_backoff = None;
         } else if !started && was_started {
-            // The renderer stopped the sink (resync): its descriptors are gone.
+            // The sink was stopped (resync): its descriptors are gone.
             waiter = None;
         }
-        s.publish_stats(buffer, sink);
+        *stats.borrow_mut() = StreamStats {
+            underruns: sink.underruns().saturating_sub(underruns_before),
+            ..s.stats()
+        };
         if log::log_enabled!(log::Level::Debug)
             && now.duration_since(last_report) >= STATS_LOG_INTERVAL
         {
             last_report = now;
-            log::debug!("stream: {}", s.stats.borrow().summary());
+            log::debug!("stream: {}", stats.borrow().summary());
         }
 
         // Audio packets are taken in batches only while the stream's latency leaves room
         // for it: a real-time sender with a short latency (PipeWire: 250 ms) is read as
         // packets come.
-        let latency = Duration::from_nanos(
-            u64::from(s.clock.latency_frames()) * 1_000_000_000 / u64::from(crate::RATE),
-        );
-        let batch = started && latency.saturating_sub(Renderer::lead(sink)) > 3 * cfg.period;
-        // The one timer: the earliest thing due.
-        let mut deadline = s.last_heard + cfg.session_timeout;
+        let batch =
+            started && s.latency().saturating_sub(Renderer::lead(sink.capacity())) > 3 * cfg.period;
+        // The one timer: the earliest thing due (the core's own deadlines include the
+        // session timeout).
+        let mut deadline = s.poll_timeout().unwrap_or(now + cfg.session_timeout);
         if started {
             deadline = deadline.min(now + cfg.period);
         }
@@ -410,15 +311,7 @@ async fn run_with(
             // periods.
             deadline = deadline.min(o.retry_at).min(now + cfg.period);
         }
-        for t in [
-            wake,
-            s.clock.poll_timeout().map(instant_of),
-            buffer.poll_timeout().map(instant_of),
-            sink_backoff,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for t in [wake, sink_backoff].into_iter().flatten() {
             deadline = deadline.min(t);
         }
         // Re-arming costs the reactor a notification: only when the deadline moves earlier
@@ -470,36 +363,88 @@ async fn run_with(
         // Drain until they would block: the sockets that signalled, and the audio socket at
         // every wakeup while it is taken in batches.
         let which = [ready.timing, ready.control, ready.audio || batch];
-        s.drain(&socks, which, &mut abuf, &mut cbuf, &mut tbuf, now, buffer);
+        drain(&mut s, &socks, which, &mut abuf, &mut cbuf, &mut tbuf, now);
         match ready.cmd {
             None => {}
             Some(None) | Some(Some(Cmd::Stop)) => return End::Stopped,
-            Some(Some(c)) => {
-                s.last_heard = now;
-                match c {
-                    Cmd::Record(start) => {
-                        if let Some((seq, ts)) = start {
-                            buffer.start_at(seq);
-                            s.renderer.set_start(ts);
-                        }
-                    }
-                    Cmd::Flush(until) => {
-                        log::info!("flush {until:?}");
-                        buffer.flush(until);
-                        s.renderer.reset();
-                        if let Some((_, ts)) = until {
-                            s.renderer.set_start(ts);
-                        }
-                        s.clock.reset_anchor();
-                        s.first_packet_seen = false;
-                        waiter = None;
-                        sink.stop();
-                    }
-                    Cmd::Volume(db) => s.mixer.set_volume(db),
-                    Cmd::Stop => unreachable!(),
+            Some(Some(Cmd::Record(start))) => s.record(now, start),
+            Some(Some(Cmd::Flush(until))) => {
+                s.flush(now, until);
+                waiter = None;
+                sink.stop();
+            }
+            Some(Some(Cmd::Volume(db))) => s.set_volume(now, db),
+        }
+    }
+}
+
+/// Carries out on `sink` what the core asks at `now` until it says when to come back
+/// (`None`: not before a packet arrives). A sink error ends it; the caller stops the sink.
+fn drive(
+    s: &mut Stream<'_>,
+    now: Instant,
+    sink: &mut dyn Sink,
+) -> std::io::Result<Option<Instant>> {
+    for _ in 0..MAX_OUTPUT_STEPS {
+        match s.poll_output(now, sink.capacity()) {
+            Output::Start => {
+                // Opening a sound card takes real time: the core measures from its end.
+                let opening = Instant::now();
+                sink.start()?;
+                s.output_started(now + opening.elapsed(), sink.underruns());
+            }
+            Output::Read(at) => {
+                let status = sink.status(at)?;
+                s.output_reading(SinkReading {
+                    status,
+                    at: sink.status_time(at),
+                    capacity: sink.capacity(),
+                    underruns: sink.underruns(),
+                    position_steps: sink.position_steps(),
+                });
+            }
+            Output::Write { frames, at } => {
+                let n = sink.write(at, frames)?;
+                s.output_wrote(n);
+            }
+            Output::SetWakeup(frames) => {
+                // A device that refuses keeps its default; the loop's spurious-wakeup backoff
+                // then paces it.
+                if let Err(e) = sink.set_wakeup(frames) {
+                    log::debug!("{}: cannot set the wakeup level: {e}", sink.describe());
                 }
             }
+            Output::Stop(wake) => {
+                sink.stop();
+                return Ok(wake);
+            }
+            Output::Wait(wake) => return Ok(wake),
         }
+    }
+    log::debug!("output still busy after {MAX_OUTPUT_STEPS} steps");
+    Ok(Some(now + Duration::from_millis(2)))
+}
+
+/// Reads the sockets marked in `which` (timing, control, audio) until they would block
+/// and feeds what came in to the core.
+fn drain(
+    s: &mut Stream<'_>,
+    socks: &Sockets,
+    which: [bool; 3],
+    abuf: &mut [u8],
+    cbuf: &mut [u8],
+    tbuf: &mut [u8],
+    now: Instant,
+) {
+    let [timing, control, audio] = which;
+    while let Some((n, from, at)) = timing.then(|| recv_stamped(&socks.timing, tbuf)).flatten() {
+        s.handle_timing(now, &tbuf[..n], from, at);
+    }
+    while let Some((n, from)) = control.then(|| recv(&socks.control, cbuf)).flatten() {
+        s.handle_control(now, &mut cbuf[..n], from);
+    }
+    while let Some((n, from)) = audio.then(|| recv(&socks.audio, abuf)).flatten() {
+        s.handle_audio(now, &mut abuf[..n], from);
     }
 }
 
@@ -574,175 +519,14 @@ fn recv_stamped(
     Some((n, from, arrival))
 }
 
-/// Sends one datagram without waiting: a request that does not fit the socket buffer now is
-/// dropped (the next one is due soon).
-fn send(sock: &Async<UdpSocket>, b: &[u8], to: SocketAddr) {
-    if let Err(e) = sock.get_ref().send_to(b, to) {
-        log::debug!("udp send to {to}: {e}");
-    }
-}
-
-/// IPv4 peers may show up as v4-mapped IPv6 addresses on dual-stack sockets.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-impl Stream {
-    /// Only the session's sender may feed it.
-    fn accept(&mut self, from: SocketAddr) -> bool {
-        let ok = canonical(from.ip()) == canonical(self.setup.client_ip);
-        if !ok {
-            self.stats.borrow_mut().foreign_packets += 1;
-        }
-        ok
-    }
-
-    fn on_audio(&mut self, pkt: &mut [u8], now: Instant, buffer: &mut JitterBuffer, _depth: u8) {
-        let Ok(mut p) = rtp::AudioPacket::new_checked(&mut *pkt) else {
-            self.stats.borrow_mut().garbage_packets += 1;
-            return;
-        };
-        self.last_heard = now;
-        let (seq, ts) = (p.sequence(), p.timestamp());
-        if !self.first_packet_seen {
-            self.first_packet_seen = true;
-            self.clock.handle_first_packet(ts, local_ns(now));
-            // Without RECORD's RTP-Info the first packet to arrive starts the stream.
-            self.renderer.set_start(ts);
-        }
-        match buffer.insert(seq, ts, local_ns(now)) {
-            Insert::Slot(idx) => {
-                let payload = p.payload_mut();
-                if let Some(c) = &self.cipher {
-                    c.decrypt(payload);
-                }
-                match self.decoder.decode(payload, buffer.slot_pcm(idx)) {
-                    Ok(frames) => buffer.commit(idx, frames),
-                    Err(e) => {
-                        log::debug!("packet {seq}: {e:?}; played as silence");
-                        self.stats.borrow_mut().decode_errors += 1;
-                        buffer.commit_silence(idx);
-                    }
-                }
-            }
-            other => log::trace!("packet {seq}: {other:?}"),
-        }
-    }
-
-    fn on_control(&mut self, pkt: &mut [u8], now: Instant, buffer: &mut JitterBuffer) {
-        match rtp::classify(pkt) {
-            Ok(pt::SYNC) => {
-                if let Ok(p) = rtp::SyncPacket::new_checked(&*pkt) {
-                    self.last_heard = now;
-                    let r = rtp::SyncRepr::parse(&p);
-                    self.clock.handle_sync(&r, local_ns(now));
-                    return;
-                }
-            }
-            Ok(pt::RETRANSMIT) => {
-                if let Ok(r) = rtp::RetransmitPacket::new_checked(&*pkt) {
-                    let range = r.inner_range();
-                    self.on_audio(&mut pkt[range], now, buffer, 1);
-                    return;
-                }
-            }
-            _ => {}
-        }
-        self.stats.borrow_mut().garbage_packets += 1;
-    }
-
-    fn on_timing(&mut self, pkt: &[u8], now: Instant) {
-        match rtp::TimingPacket::new_checked(pkt) {
-            Ok(p) if p.is_reply() => {
-                self.last_heard = now;
-                self.clock.handle_timing_reply(
-                    p.origin(),
-                    p.receive(),
-                    p.transmit(),
-                    local_ns(now),
-                );
-            }
-            _ => self.stats.borrow_mut().garbage_packets += 1,
-        }
-    }
-
-    /// Reads the sockets marked in `which` (timing, control, audio) until they would block
-    /// and feeds what came in to the cores.
-    #[allow(clippy::too_many_arguments)]
-    fn drain(
-        &mut self,
-        socks: &Sockets,
-        which: [bool; 3],
-        abuf: &mut [u8],
-        cbuf: &mut [u8],
-        tbuf: &mut [u8],
-        now: Instant,
-        buffer: &mut JitterBuffer,
-    ) {
-        let [timing, control, audio] = which;
-        while let Some((n, from, at)) = timing.then(|| recv_stamped(&socks.timing, tbuf)).flatten()
-        {
-            if self.accept(from) {
-                if at.is_some() && !self.stamped {
-                    self.stamped = true;
-                    log::debug!("timing replies dated by the kernel's arrival stamps");
-                }
-                self.on_timing(&tbuf[..n], at.unwrap_or(now));
-            }
-        }
-        while let Some((n, from)) = control.then(|| recv(&socks.control, cbuf)).flatten() {
-            if self.accept(from) {
-                self.on_control(&mut cbuf[..n], now, buffer);
-            }
-        }
-        while let Some((n, from)) = audio.then(|| recv(&socks.audio, abuf)).flatten() {
-            if self.accept(from) {
-                self.on_audio(&mut abuf[..n], now, buffer, 0);
-            }
-        }
-    }
-
-    /// Sends the resend and timing requests that are due.
-    fn send_requests(&mut self, now: Instant, buffer: &mut JitterBuffer, socks: &Sockets) {
-        if let Some(peer) = self.control_peer {
-            while let Some(r) = buffer.poll_resend(local_ns(now)) {
-                let mut b = [0u8; rtp::RESEND_LEN];
-                rtp::ResendRequest {
-                    request_seq: r.request_seq,
-                    first: r.first,
-                    count: r.count,
-                }
-                .emit(&mut b);
-                log::debug!("resend request {}+{}", r.first, r.count);
-                send(&socks.control, &b, peer);
-            }
-        } else {
-            while buffer.poll_resend(local_ns(now)).is_some() {}
-        }
-        if let Some(transmit) = self.clock.poll_timing_request(local_ns(now)) {
-            if let Some(peer) = self.timing_peer {
-                let mut b = [0u8; rtp::TIMING_LEN];
-                rtp::TimingRepr {
-                    reply: false,
-                    origin: 0,
-                    receive: 0,
-                    transmit,
-                }
-                .emit(&mut b);
-                send(&socks.timing, &b, peer);
-                self.stats.borrow_mut().timing_requests += 1;
-            }
-        }
-    }
-
-    fn publish_stats(&self, buffer: &JitterBuffer, sink: &dyn Sink) {
-        let mut st = self.stats.borrow_mut();
-        st.buffer = buffer.stats;
-        st.render = self.renderer.stats;
-        st.underruns = sink.underruns().saturating_sub(self.underruns_before);
-        st.clock = Some(self.clock.stats());
+/// Sends one datagram the core yielded without waiting: a request that does not fit the
+/// socket buffer now is dropped (the next one is due soon).
+fn send(socks: &Sockets, t: &Transmit) {
+    let sock = match t.via {
+        Via::Control => &socks.control,
+        Via::Timing => &socks.timing,
+    };
+    if let Err(e) = sock.get_ref().send_to(t.bytes(), t.to) {
+        log::debug!("udp send to {}: {e}", t.to);
     }
 }

@@ -3,12 +3,19 @@
 //! skipping, if we are late); after that the sink is kept filled to a target depth from
 //! the jitter buffer, with silence standing in for packets that never came.
 //!
+//! Sans-IO: the renderer never calls the sink. [`Renderer::poll`] says what to do with it next
+//! ([`Output`]: open it, read its status, set its wakeup level, write the frames the renderer
+//! produced into its own buffer, stop it, or wait), and the edge (`player`) carries that out
+//! and reports back ([`Renderer::started`], [`Renderer::reading`], [`Renderer::wrote`]),
+//! polling again until told to wait. One poll round costs the sink one status reading and one
+//! write, as a direct call would.
+//!
 //! # Measuring a sound card
 //!
 //! A sound card's position often moves in steps: `snd-aloop` and other timer-driven devices
 //! by a kernel tick (4 ms at HZ=250), USB devices by a transfer. A delay read between two steps
 //! is too long by up to one step, never too short, and the moment of the reading is taken after
-//! the device answered ([`Sink::status_time`]), so it errs late too. Every reading of the sync
+//! the device answered ([`Sink::status_time`](crate::output::Sink::status_time)), so it errs late too. Every reading of the sync
 //! error is therefore too late by something between zero and a step, and the smallest reading
 //! of the last second ([`ERROR_WINDOW`]) is the estimate; drops and inserts shift the stored
 //! readings with them. An average would sit half a step late and make the renderer drop frames
@@ -16,10 +23,10 @@
 //!
 //! The minimum only finds the truth if some readings fall just after a step. The sink's own
 //! wakeups do not: the device signals room when it steps, so they all come one wakeup latency
-//! after a step (on the emulated board, 0.4–1 ms). A stepping sink ([`Sink::position_steps`])
+//! after a step (on the emulated board, 0.4–1 ms). A stepping sink ([`Sink::position_steps`](crate::output::Sink::position_steps))
 //! is therefore also read at instants of the renderer's own, a pseudo-random 15–35 ms apart,
 //! which fall at every phase of the steps. And the sink is asked to wake the loop only once
-//! there is room for a useful write ([`Sink::set_wakeup`]): kept nearly full, a sound card
+//! there is room for a useful write ([`Sink::set_wakeup`](crate::output::Sink::set_wakeup)): kept nearly full, a sound card
 //! with the default threshold of one free period signals writable all the time.
 //!
 //! Where the stream starts on such a card cannot be known before the card runs: the first step
@@ -37,8 +44,7 @@
 //! kept for the rest of the stream and reported (`late_delay_ms`).
 
 use crate::buffer::{JitterBuffer, Next};
-use crate::output::{Sink, RATE};
-use std::io;
+use crate::output::{SinkStatus, RATE};
 use std::time::{Duration, Instant};
 
 /// Frames produced per write at most.
@@ -69,7 +75,7 @@ pub const LATE_MARGIN: Duration = Duration::from_millis(100);
 const READING_SPACING: (Duration, Duration) =
     (Duration::from_millis(15), Duration::from_millis(35));
 /// The sink wakes the loop once this much room (24 ms) opens below the fill the renderer
-/// keeps (see `Renderer::set_wakeup`).
+/// keeps (see `Renderer::wakeup_level`).
 const WAKE_ROOM: usize = 3 * CHUNK;
 /// Sync-error readings are kept this long for their minimum (module docs).
 const ERROR_WINDOW: Duration = Duration::from_secs(1);
@@ -82,6 +88,7 @@ const PRELUDE_FILL: usize = 2646;
 /// Counters, exposed for logs and the status interface.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RenderStats {
+    /// Frames the sink took (audio and silence after the start), in frames.
     pub frames_written: u64,
     /// Silence written: start padding, missing packets, starvation.
     pub silence_frames: u64,
@@ -197,6 +204,8 @@ fn frames_to_ns(frames: i64) -> i64 {
     frames * 1_000_000_000 / i64::from(RATE)
 }
 
+/// The output path's state (module docs): where the stream is, how far off its instants the
+/// sink plays, and the period being written.
 pub struct Renderer {
     started: bool,
     start_ts: Option<u32>,
@@ -242,7 +251,89 @@ pub struct Renderer {
     /// Frames of `scratch` the sink did not take yet (a short write): written first next time.
     pending: std::ops::Range<usize>,
     scratch: Box<[i16]>,
+    /// What the renderer is in the middle of: the request it made of the edge.
+    step: Step,
+    /// The sink reading the edge answered [`Output::Read`] with, until used.
+    reading: Option<SinkReading>,
+    /// A wakeup level to ask for next ([`Output::SetWakeup`]), as the fill kept, in frames.
+    wake_fill: Option<usize>,
+    /// The sink's position moves in steps (its last reading said so).
+    steps: bool,
+    /// Counters for logs and the status interface.
     pub stats: RenderStats,
+}
+
+/// What the renderer asks of the edge next ([`Renderer::poll`]). The edge carries it out on
+/// the sink, reports back ([`Renderer::started`], [`Renderer::reading`], [`Renderer::wrote`])
+/// and polls again, until the renderer says to wait.
+#[derive(Debug, PartialEq)]
+pub enum Output<'a> {
+    /// Open the sink ([`Sink::start`](crate::output::Sink::start)) and report the instant it
+    /// was open with [`Renderer::started`].
+    Start,
+    /// Read the sink's status at this instant ([`Sink::status`](crate::output::Sink::status)
+    /// and [`Sink::status_time`](crate::output::Sink::status_time), both given it) and report
+    /// it with [`Renderer::reading`].
+    Read(Instant),
+    /// Write these frames (interleaved stereo, [`RATE`] Hz), dated `at` for timer-paced
+    /// sinks, and report how many frames the sink took with [`Renderer::wrote`].
+    Write { frames: &'a [i16], at: Instant },
+    /// Set the sink's wakeup level to this many frames of room
+    /// ([`Sink::set_wakeup`](crate::output::Sink::set_wakeup); a refusal is only logged),
+    /// then poll again.
+    SetWakeup(usize),
+    /// Stop the sink ([`Sink::stop`](crate::output::Sink::stop)): the renderer has already
+    /// forgotten what it held (a resync, or a stream moved later). Then as [`Output::Wait`].
+    Stop(Option<Instant>),
+    /// Nothing more to do now: poll again at this instant (or when the sink is ready, or a
+    /// packet arrived), `None`: not before a packet arrives.
+    Wait(Option<Instant>),
+}
+
+/// One reading of the sink, taken by the edge when the renderer asks ([`Output::Read`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SinkReading {
+    /// Frames the sink can take now and frames queued in it.
+    pub status: SinkStatus,
+    /// When the reading holds ([`Sink::status_time`](crate::output::Sink::status_time)).
+    pub at: Instant,
+    /// The sink's buffer size, in frames.
+    pub capacity: usize,
+    /// Underruns the sink counted since it was created.
+    pub underruns: u64,
+    /// The sink's position moves in steps
+    /// ([`Sink::position_steps`](crate::output::Sink::position_steps)).
+    pub position_steps: bool,
+}
+
+/// The request outstanding with the edge, and what follows its answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// Nothing outstanding.
+    Idle,
+    /// [`Output::Start`] was asked.
+    Starting,
+    /// Prelude silence topping the sink up: after it, wait until `wake`.
+    TopUp { wake: Instant },
+    /// The prelude's last silence: `asked` frames now, `more` after them, `silence` frames
+    /// in all (the start's padding) before the first frame, due at `due`; `took` is what the
+    /// sink took.
+    Padding {
+        asked: usize,
+        more: usize,
+        silence: i64,
+        due: Instant,
+        took: usize,
+    },
+    /// What a short write left (`pending`) was written again.
+    Pending,
+    /// A period of audio was written: `delay` frames were queued before it, `took` of it
+    /// taken, and the sink's fill target is `target` frames.
+    Audio {
+        delay: usize,
+        target: usize,
+        took: usize,
+    },
 }
 
 impl Default for Renderer {
@@ -260,6 +351,7 @@ fn duration_to_frames(d: Duration) -> i64 {
 }
 
 impl Renderer {
+    /// A renderer with no stream yet ([`Renderer::set_start`] gives it one).
     pub fn new() -> Self {
         Renderer {
             started: false,
@@ -286,6 +378,10 @@ impl Renderer {
             pending: 0..0,
             // One write's worth: the target fill plus an inserted frame.
             scratch: vec![0; (TARGET_FILL_MAX + 2) * 2].into_boxed_slice(),
+            step: Step::Idle,
+            reading: None,
+            wake_fill: None,
+            steps: false,
             stats: RenderStats::default(),
         }
     }
@@ -293,6 +389,9 @@ impl Renderer {
     /// FLUSH / new stream: the next frame to play will be scheduled afresh.
     pub fn reset(&mut self) {
         self.pending = 0..0;
+        self.step = Step::Idle;
+        self.reading = None;
+        self.wake_fill = None;
         self.started = false;
         self.prelude = false;
         self.start_ts = None;
@@ -309,10 +408,12 @@ impl Renderer {
         }
     }
 
+    /// The sink is open and being fed (after [`Output::Start`], until a halt or a reset).
     pub fn is_started(&self) -> bool {
         self.started
     }
 
+    /// The RTP timestamp (frames) the next start begins at, if known.
     pub fn start_ts(&self) -> Option<u32> {
         self.start_ts
     }
@@ -322,36 +423,31 @@ impl Renderer {
         self.next_ts
     }
 
-    fn target_fill(sink: &dyn Sink) -> usize {
-        (sink.capacity() * 3 / 4).clamp(CHUNK, TARGET_FILL_MAX)
+    fn target_fill(capacity: usize) -> usize {
+        (capacity * 3 / 4).clamp(CHUNK, TARGET_FILL_MAX)
     }
 
-    /// Has the sink underrun since the last look?
-    fn underran(&mut self, sink: &dyn Sink) -> bool {
-        let n = sink.underruns();
-        std::mem::replace(&mut self.underruns_seen, n) != n
+    /// Has the sink underrun since the last look? `underruns` is its count now.
+    fn underran(&mut self, underruns: u64) -> bool {
+        std::mem::replace(&mut self.underruns_seen, underruns) != underruns
     }
 
-    /// Asks `sink` to signal writable once it holds less than `fill` frames by [`WAKE_ROOM`]
-    /// (or by half of `fill`, if that is less): a wakeup then means room for a useful write,
-    /// where the device's default (a period free) would signal all the time while it is kept
-    /// nearly full, and spin the loop (issue 13: 97 % of the emulated board's CPU). A device
-    /// that refuses keeps its default; the loop's spurious-wakeup backoff then paces it.
-    fn set_wakeup(&self, sink: &mut dyn Sink, fill: usize) {
+    /// The wakeup level ([`Output::SetWakeup`]) for a sink of `capacity` frames kept at
+    /// `fill` frames: signal writable once it holds less than `fill` by [`WAKE_ROOM`] (or by
+    /// half of `fill`, if that is less): a wakeup then means room for a useful write, where the
+    /// device's default (a period free) would signal all the time while it is kept nearly
+    /// full, and spin the loop (issue 13: 97 % of the emulated board's CPU).
+    fn wakeup_level(capacity: usize, fill: usize) -> usize {
         let room = WAKE_ROOM.min(fill / 2);
-        let frames = sink.capacity().saturating_sub(fill) + room;
-        if let Err(e) = sink.set_wakeup(frames) {
-            log::debug!("{}: cannot set the wakeup level: {e}", sink.describe());
-        }
+        capacity.saturating_sub(fill) + room
     }
 
-    /// The output failed (or must restart: a resync, a late stream): stops `sink` and forgets
-    /// what it held. The stream's position is kept, so the next [`Renderer::pump`] opens the
-    /// sink again through the normal start path, which places the next frame on its due
-    /// instant (skipping what fell due meanwhile). Frames handed to the sink but not yet heard
-    /// are lost with it.
-    pub fn halt(&mut self, sink: &mut dyn Sink) {
-        sink.stop();
+    /// The output failed (or must restart: a resync, a late stream): forgets what the sink
+    /// held (the edge stops it). The stream's position is kept, so the next
+    /// [`Renderer::poll`] opens the sink again through the normal start path, which places
+    /// the next frame on its due instant (skipping what fell due meanwhile). Frames handed to
+    /// the sink but not yet heard are lost with it.
+    pub fn halt(&mut self) {
         if self.started {
             self.started = false;
             self.prelude = false;
@@ -360,12 +456,15 @@ impl Renderer {
         self.pending = 0..0;
         self.error_ns = None;
         self.far = false;
+        self.step = Step::Idle;
+        self.reading = None;
+        self.wake_fill = None;
     }
 
     /// While the output is down (after [`Renderer::halt`]): drops the audio whose due instant
     /// has passed at `now`, as if it had been played, so that the jitter buffer keeps moving
     /// with the sender (and keeps asking for lost packets of what is still to come) instead
-    /// of filling up. `due_of` as for [`Renderer::pump`]. Dropped frames count in
+    /// of filling up. `due_of` as for [`Renderer::poll`]. Dropped frames count in
     /// [`RenderStats::skipped_frames`].
     pub fn discard_due(
         &mut self,
@@ -388,76 +487,164 @@ impl Renderer {
         self.start_ts = Some(self.next_ts);
     }
 
-    /// How long before its due instant a frame is committed to `sink`: a packet must be in
-    /// the buffer by then.
-    pub fn lead(sink: &dyn Sink) -> Duration {
-        frames_to_duration(Self::target_fill(sink)) + START_SLACK
+    /// How long before its due instant a frame is committed to a sink of `capacity` frames:
+    /// a packet must be in the buffer by then.
+    pub fn lead(capacity: usize) -> Duration {
+        frames_to_duration(Self::target_fill(capacity)) + START_SLACK
     }
 
-    /// Does whatever is due at `now`. `due_of(ts)` gives the instant frame `ts` must
-    /// sound, or `None` while the clock has no anchor. Returns when to call again (the
-    /// sink may also signal readiness earlier), or `None` if nothing can happen until a
-    /// packet arrives. `apply` post-processes each chunk (volume).
-    pub fn pump(
+    /// The edge opened the sink as [`Output::Start`] asked; it was open at `base` (opening a
+    /// sound card takes real time, tens of ms on a slow board: the prelude is measured from
+    /// the moment it is open), and had counted `underruns` underruns since it was created.
+    pub fn started(&mut self, base: Instant, underruns: u64) {
+        if self.step != Step::Starting {
+            return;
+        }
+        self.step = Step::Idle;
+        let Some(start_ts) = self.start_ts else {
+            return;
+        };
+        self.base = base;
+        self.underruns_seen = underruns;
+        self.wake_fill = Some(PRELUDE_FILL);
+        self.next_ts = start_ts;
+        self.started = true;
+        self.prelude = true;
+        self.paced = true;
+        self.pacing_checked = false;
+        self.written_since_start = 0;
+        self.readings.clear();
+        self.net_dropped = 0;
+        self.error_ns = None;
+    }
+
+    /// The sink's reading, as [`Output::Read`] asked.
+    pub fn reading(&mut self, r: SinkReading) {
+        self.steps = r.position_steps;
+        self.reading = Some(r);
+    }
+
+    /// The sink took `frames` of the last [`Output::Write`].
+    pub fn wrote(&mut self, frames: usize) {
+        match &mut self.step {
+            Step::TopUp { .. } => {
+                self.stats.silence_frames += frames as u64;
+                self.written_since_start += frames as u64;
+            }
+            Step::Padding { took, .. } => {
+                *took = frames;
+                self.stats.silence_frames += frames as u64;
+                self.written_since_start += frames as u64;
+            }
+            Step::Pending => {
+                self.stats.frames_written += frames as u64;
+                self.written_since_start += frames as u64;
+                self.pending.start = (self.pending.start + frames).min(self.pending.end);
+            }
+            Step::Audio { took, .. } => {
+                *took = frames;
+                self.stats.frames_written += frames as u64;
+                self.written_since_start += frames as u64;
+                let total = self.pending.end;
+                self.pending = if frames < total {
+                    log::debug!("sink took {frames} of {total} frames; the rest goes next");
+                    frames..total
+                } else {
+                    0..0
+                };
+            }
+            Step::Idle | Step::Starting => {}
+        }
+    }
+
+    /// Does whatever is due at `now` for a sink of `capacity` frames: says what the edge is to
+    /// do with the sink next ([`Output`]). `due_of(ts)` gives the instant frame `ts` must
+    /// sound, or `None` while the clock has no anchor. `apply` post-processes each period
+    /// written (volume). Never touches the sink itself.
+    pub fn poll(
         &mut self,
         now: Instant,
-        sink: &mut dyn Sink,
+        capacity: usize,
         buffer: &mut JitterBuffer,
         due_of: &dyn Fn(u32) -> Option<Instant>,
         apply: &dyn Fn(&mut [i16]),
-    ) -> io::Result<Option<Instant>> {
+    ) -> Output<'_> {
         let late_delay = self.late_delay;
         let due_of = &|ts: u32| due_of(ts).map(|t| t + late_delay);
-        let target = Self::target_fill(sink);
+        // The answer to the last request, first.
+        match std::mem::replace(&mut self.step, Step::Idle) {
+            Step::Idle | Step::Starting => {}
+            Step::TopUp { wake } => return Output::Wait(Some(wake)),
+            Step::Padding {
+                asked,
+                more,
+                silence,
+                due,
+                took,
+            } => {
+                if took < asked {
+                    return Output::Wait(Some(now + Duration::from_millis(2)));
+                }
+                if more > 0 {
+                    return self.padding(now, more, silence, due);
+                }
+                self.end_prelude(silence, due, capacity);
+            }
+            Step::Pending => {
+                if !self.pending.is_empty() {
+                    return Output::Wait(Some(now + Duration::from_millis(2)));
+                }
+                // Done: on to the reading below.
+                self.reading = None;
+            }
+            Step::Audio {
+                delay,
+                target,
+                took,
+            } => {
+                let now = now.max(self.base);
+                return self.after_audio(now, delay + took, target, buffer, due_of);
+            }
+        }
+        if let Some(fill) = self.wake_fill.take() {
+            return Output::SetWakeup(Self::wakeup_level(capacity, fill));
+        }
         if !self.started {
+            self.reading = None;
             let Some(start_ts) = self.start_ts else {
-                return Ok(None);
+                return Output::Wait(None);
             };
             let Some(due) = due_of(start_ts) else {
-                return Ok(None);
+                return Output::Wait(None);
             };
-            let lead = Self::lead(sink) + PRELUDE;
+            let lead = Self::lead(capacity) + PRELUDE;
             if due > now + lead {
-                return Ok(Some(due - lead));
+                return Output::Wait(Some(due - lead));
             }
-            // Opening a sound card takes real time (tens of ms on a slow board): the prelude
-            // is measured from the moment it is open.
-            let opening = Instant::now();
-            sink.start()?;
-            self.base = now + opening.elapsed();
-            self.underruns_seen = sink.underruns();
-            self.set_wakeup(sink, PRELUDE_FILL);
-            self.next_ts = start_ts;
-            self.started = true;
-            self.prelude = true;
-            self.paced = true;
-            self.pacing_checked = false;
-            self.written_since_start = 0;
-            self.readings.clear();
-            self.net_dropped = 0;
-            self.error_ns = None;
+            self.step = Step::Starting;
+            return Output::Start;
         }
-        let now = if self.prelude {
-            match self.prelude(now, sink, buffer, due_of)? {
-                Some(wake) => return Ok(Some(wake.min(self.next_reading(now, sink)))),
-                None => now.max(self.base),
-            }
-        } else {
-            now
-        };
+        if self.prelude {
+            let Some(r) = self.reading.take() else {
+                return Output::Read(now);
+            };
+            return self.prelude(now, r, buffer, due_of);
+        }
+        let now = now.max(self.base);
         if !self.pending.is_empty() {
             // What the sink did not take last time goes first, so nothing is lost.
-            let (a, b) = (self.pending.start, self.pending.end);
-            let w = sink.write(now, &self.scratch[a * 2..b * 2])?;
-            self.stats.frames_written += w as u64;
-            self.written_since_start += w as u64;
-            self.pending.start += w;
-            if !self.pending.is_empty() {
-                return Ok(Some(now + Duration::from_millis(2)));
-            }
+            self.step = Step::Pending;
+            return Output::Write {
+                frames: &self.scratch[self.pending.start * 2..self.pending.end * 2],
+                at: now,
+            };
         }
-        let st = sink.status(now)?;
-        if self.underran(sink) {
+        let Some(r) = self.reading.take() else {
+            return Output::Read(now);
+        };
+        let target = Self::target_fill(r.capacity);
+        let st = r.status;
+        if self.underran(r.underruns) {
             // The device restarted after a gap: what it said before is no longer true.
             self.readings.clear();
         }
@@ -465,11 +652,8 @@ impl Renderer {
         // not a device without delay.
         if !self.pacing_checked && self.written_since_start >= 2 * CHUNK as u64 {
             self.pacing_checked = true;
-            if st.delay == 0 && st.avail >= sink.capacity() {
-                log::info!(
-                    "{} reports no playback delay: pacing it by the system clock",
-                    sink.describe()
-                );
+            if st.delay == 0 && st.avail >= r.capacity {
+                log::info!("the output reports no playback delay: pacing it by the system clock");
                 self.paced = false;
             }
         }
@@ -478,7 +662,7 @@ impl Renderer {
             (
                 st.delay,
                 if settled {
-                    self.measure(sink.status_time(now), st.delay, due_of)
+                    self.measure(r.at, st.delay, due_of)
                 } else {
                     Correction::None
                 },
@@ -502,11 +686,11 @@ impl Renderer {
                 "sync error {} ms: restarting output",
                 self.stats.sync_error_us / 1000
             );
-            self.halt(sink);
-            return Ok(Some(now));
+            self.halt();
+            return Output::Stop(Some(now));
         }
         if correction == Correction::Hold {
-            return Ok(Some(now + Duration::from_millis(2)));
+            return Output::Wait(Some(now + Duration::from_millis(2)));
         }
         let mut correction = correction;
         // Fill up to the target in one write: chunk by chunk into `scratch`, then out.
@@ -552,18 +736,33 @@ impl Renderer {
             }
             total += n;
         }
-        let mut fill = delay;
-        if total > 0 {
-            apply(&mut self.scratch[..total * 2]);
-            let w = sink.write(now, &self.scratch[..total * 2])?;
-            self.stats.frames_written += w as u64;
-            self.written_since_start += w as u64;
-            if w < total {
-                log::debug!("sink took {w} of {total} frames; the rest goes next");
-                self.pending = w..total;
-            }
-            fill += w;
+        if total == 0 {
+            return self.after_audio(now, delay, target, buffer, due_of);
         }
+        apply(&mut self.scratch[..total * 2]);
+        // A short write leaves the rest pending (see `after_audio`).
+        self.pending = 0..total;
+        self.step = Step::Audio {
+            delay,
+            target,
+            took: 0,
+        };
+        Output::Write {
+            frames: &self.scratch[..total * 2],
+            at: now,
+        }
+    }
+
+    /// After a period was written (`fill` frames now queued in a sink filled to `target`):
+    /// the late-audio check, and when to come back.
+    fn after_audio(
+        &mut self,
+        now: Instant,
+        fill: usize,
+        target: usize,
+        buffer: &mut JitterBuffer,
+        due_of: &dyn Fn(u32) -> Option<Instant>,
+    ) -> Output<'static> {
         if self.late_restart_at.is_none() {
             // Packets the buffer refused as late count too: restart after the last of them.
             let fpp = buffer.frames_per_packet();
@@ -578,20 +777,21 @@ impl Renderer {
         }
         if let Some(ts) = self.late_restart_at.take() {
             self.late_mark = buffer.stats.late;
-            self.move_later(now, sink, ts, due_of(ts), target);
-            return Ok(Some(now));
+            self.move_later(now, ts, due_of(ts), target);
+            return Output::Stop(Some(now));
         }
         // Come back when a quarter of the target has drained, or for the next reading.
         let slack = fill.saturating_sub(target - target / 4);
         let wake = now + frames_to_duration(slack).max(Duration::from_millis(2));
-        Ok(Some(wake.min(self.next_reading(now, sink))))
+        Output::Wait(Some(wake.min(self.next_reading(now))))
     }
 
     /// When to read a stepping sink's position next (module docs, "Measuring a sound
     /// card"): a pseudo-random [`READING_SPACING`] after the last reading time, so readings
-    /// fall at every phase of the device's steps. Far off for a sink with an exact position.
-    fn next_reading(&mut self, now: Instant, sink: &dyn Sink) -> Instant {
-        if !sink.position_steps() {
+    /// fall at every phase of the device's steps. Far off for a sink with an exact position
+    /// (as its last reading said).
+    fn next_reading(&mut self, now: Instant) -> Instant {
+        if !self.steps {
             return now + Duration::from_secs(3600);
         }
         if self.reading_at <= now {
@@ -608,31 +808,30 @@ impl Renderer {
         self.reading_at
     }
 
-    /// One step of the prelude (module docs): reads the sink, tops its silence up to
-    /// [`PRELUDE_FILL`], and once the first frame is close to due, writes the silence that
-    /// places it on its instant by the smallest reading. Returns when to come back, or `None`
-    /// when the prelude is over and audio may follow.
+    /// One step of the prelude (module docs), with the sink's reading `r`: tops its silence up
+    /// to [`PRELUDE_FILL`], and once the first frame is close to due, writes the silence that
+    /// places it on its instant by the smallest reading; then audio may follow.
     fn prelude(
         &mut self,
         now: Instant,
-        sink: &mut dyn Sink,
+        r: SinkReading,
         buffer: &mut JitterBuffer,
         due_of: &dyn Fn(u32) -> Option<Instant>,
-    ) -> io::Result<Option<Instant>> {
-        let st = sink.status(now)?;
-        if self.underran(sink) {
+    ) -> Output<'_> {
+        let st = r.status;
+        if self.underran(r.underruns) {
             // The device ran dry and restarts at the next write: measure it afresh.
             self.base = now;
             self.written_since_start = 0;
             self.readings.clear();
         }
-        let at = sink.status_time(now).max(self.base);
+        let at = r.at.max(self.base);
         let written = self.written_since_start as i64;
         let Some(due) = due_of(self.next_ts) else {
             // The anchor is gone (a new sync is on its way): keep the silence going.
             let w = PRELUDE_FILL.saturating_sub(st.delay).min(st.avail);
-            self.written_since_start += self.write_silence(now, sink, w)? as u64;
-            return Ok(Some(now + Duration::from_millis(5)));
+            let wake = (now + Duration::from_millis(5)).min(self.next_reading(now));
+            return self.top_up(now, w, wake);
         };
         // When frame 0 of the start sounds, by this reading, relative to `base`.
         let start_line =
@@ -641,7 +840,7 @@ impl Renderer {
         let line = self.readings.min().unwrap_or(start_line);
         // A sink that swallows frames at once (alsa-lib's `null`, `file`) has no position to
         // measure: it is fed by the clock from its start.
-        let swallows = written > 0 && st.delay == 0 && st.avail >= sink.capacity();
+        let swallows = written > 0 && st.delay == 0 && st.avail >= r.capacity;
         let silence = if swallows {
             duration_to_frames(due.saturating_duration_since(self.base))
         } else {
@@ -659,16 +858,13 @@ impl Renderer {
                 .saturating_sub(st.delay)
                 .min(need as usize - PRELUDE_FILL)
                 .min(st.avail);
-            self.written_since_start += self.write_silence(now, sink, w)? as u64;
-            return Ok(Some(now + frames_to_duration(PRELUDE_FILL / 4)));
+            let wake = (now + frames_to_duration(PRELUDE_FILL / 4)).min(self.next_reading(now));
+            return self.top_up(now, w, wake);
         }
         if need > 0 {
-            let w = self.write_silence(now, sink, need as usize)?;
-            self.written_since_start += w as u64;
-            if (w as i64) < need {
-                return Ok(Some(now + Duration::from_millis(2)));
-            }
-        } else if need < 0 {
+            return self.padding(now, need as usize, silence, due);
+        }
+        if need < 0 {
             // Play from the first frame still in the future.
             let late = (-need) as usize;
             log::info!(
@@ -677,9 +873,51 @@ impl Renderer {
             );
             self.skip(late, buffer);
         }
+        self.end_prelude(silence, due, r.capacity);
+        if let Some(fill) = self.wake_fill.take() {
+            return Output::SetWakeup(Self::wakeup_level(r.capacity, fill));
+        }
+        Output::Read(now.max(self.base))
+    }
+
+    /// Asks for `frames` of prelude silence, then a wait until `wake`.
+    fn top_up(&mut self, now: Instant, frames: usize, wake: Instant) -> Output<'_> {
+        let n = frames.min(self.scratch.len() / 2);
+        if n == 0 {
+            return Output::Wait(Some(wake));
+        }
+        self.step = Step::TopUp { wake };
+        self.scratch[..n * 2].fill(0);
+        Output::Write {
+            frames: &self.scratch[..n * 2],
+            at: now,
+        }
+    }
+
+    /// Asks for the next part of the `frames` of silence that end the prelude (`silence`
+    /// frames of padding in all before the first frame, due at `due`).
+    fn padding(&mut self, now: Instant, frames: usize, silence: i64, due: Instant) -> Output<'_> {
+        let n = frames.min(self.scratch.len() / 2);
+        self.step = Step::Padding {
+            asked: n,
+            more: frames - n,
+            silence,
+            due,
+            took: 0,
+        };
+        self.scratch[..n * 2].fill(0);
+        Output::Write {
+            frames: &self.scratch[..n * 2],
+            at: now,
+        }
+    }
+
+    /// The first frame, due at `due`, is placed after `silence` frames of padding: the
+    /// prelude is over, and the sink of `capacity` frames is to wake the loop at the fill
+    /// kept from now on.
+    fn end_prelude(&mut self, silence: i64, due: Instant, capacity: usize) {
         self.prelude = false;
-        let fill = Self::target_fill(sink);
-        self.set_wakeup(sink, fill);
+        self.wake_fill = Some(Self::target_fill(capacity));
         // The prelude's readings, as sync errors of the stream from here on.
         self.readings
             .shift(signed_ns(self.base, due) + frames_to_ns(silence));
@@ -687,19 +925,11 @@ impl Renderer {
             "first frame {} scheduled after {silence} frames of silence",
             self.next_ts
         );
-        Ok(None)
     }
 
     /// Audio keeps arriving late: restart at `ts` (due at `due` so far) late enough that it
-    /// is in time, plus [`LATE_MARGIN`].
-    fn move_later(
-        &mut self,
-        now: Instant,
-        sink: &mut dyn Sink,
-        ts: u32,
-        due: Option<Instant>,
-        target: usize,
-    ) {
+    /// is in time, plus [`LATE_MARGIN`]. The edge stops the sink.
+    fn move_later(&mut self, now: Instant, ts: u32, due: Option<Instant>, target: usize) {
         let lead = frames_to_duration(target) + START_SLACK;
         let behind = due.map_or(Duration::ZERO, |d| {
             (now + lead).saturating_duration_since(d)
@@ -712,7 +942,7 @@ impl Renderer {
              path): playing the stream {} ms later than asked",
             self.late_delay.as_millis()
         );
-        self.halt(sink);
+        self.halt();
         self.start_ts = Some(ts);
         self.late_run = 0;
     }
@@ -762,29 +992,6 @@ impl Renderer {
         } else {
             Correction::None
         }
-    }
-
-    /// Writes up to `frames` frames of silence; returns how many the sink took.
-    fn write_silence(
-        &mut self,
-        now: Instant,
-        sink: &mut dyn Sink,
-        mut frames: usize,
-    ) -> io::Result<usize> {
-        let mut total = 0;
-        self.scratch.fill(0);
-        let most = self.scratch.len() / 2;
-        while frames > 0 {
-            let n = frames.min(most);
-            let w = sink.write(now, &self.scratch[..n * 2])?;
-            self.stats.silence_frames += w as u64;
-            if w == 0 {
-                break;
-            }
-            frames -= w;
-            total += w;
-        }
-        Ok(total)
     }
 
     /// Drops `frames` from the front of the stream (late start).
@@ -855,7 +1062,49 @@ impl Renderer {
 mod tests {
     use super::*;
     use crate::buffer::Insert;
-    use crate::output::SoftSink;
+    use crate::output::{Sink, SoftSink};
+
+    /// The edge's part, as `player` plays it: carries out on a real sink what the renderer
+    /// asks, until it says when to come back.
+    pub(crate) fn pump(
+        r: &mut Renderer,
+        now: Instant,
+        sink: &mut dyn Sink,
+        buffer: &mut JitterBuffer,
+        due_of: &dyn Fn(u32) -> Option<Instant>,
+        apply: &dyn Fn(&mut [i16]),
+    ) -> Option<Instant> {
+        for _ in 0..64 {
+            match r.poll(now, sink.capacity(), buffer, due_of, apply) {
+                Output::Start => {
+                    let opening = Instant::now();
+                    sink.start().unwrap();
+                    r.started(now + opening.elapsed(), sink.underruns());
+                }
+                Output::Read(at) => {
+                    let status = sink.status(at).unwrap();
+                    r.reading(SinkReading {
+                        status,
+                        at: sink.status_time(at),
+                        capacity: sink.capacity(),
+                        underruns: sink.underruns(),
+                        position_steps: sink.position_steps(),
+                    });
+                }
+                Output::Write { frames, at } => {
+                    let n = sink.write(at, frames).unwrap();
+                    r.wrote(n);
+                }
+                Output::SetWakeup(frames) => sink.set_wakeup(frames).unwrap(),
+                Output::Stop(wake) => {
+                    sink.stop();
+                    return wake;
+                }
+                Output::Wait(wake) => return wake,
+            }
+        }
+        panic!("the renderer kept asking");
+    }
 
     /// Plays `seconds` of a stream through a simulated DAC running `ppm` off, with a fake
     /// clock, and returns the renderer's stats and the worst |sync error| seen after the
@@ -905,9 +1154,7 @@ mod tests {
                 next_seq = next_seq.wrapping_add(1);
                 sent += 352;
             }
-            let wake = r
-                .pump(now, &mut sink, &mut buffer, &due_of, &|_| {})
-                .unwrap();
+            let wake = pump(&mut r, now, &mut sink, &mut buffer, &due_of, &|_| {});
             if r.is_started() && pad.is_none() && lead_ms > 0 {
                 // Started at `now` on an empty DAC: the padding is exactly the time to due.
                 pad = Some(duration_to_frames(due0 - now) as usize);
@@ -1046,14 +1293,13 @@ mod tests {
             }
             let wake = if now >= down && now < up {
                 if r.is_started() {
-                    r.halt(&mut sink);
+                    sink.stop();
+                    r.halt();
                 }
                 r.discard_due(now, &mut buffer, &due_of);
                 None
             } else {
-                let wake = r
-                    .pump(now, &mut sink, &mut buffer, &due_of, &|_| {})
-                    .unwrap();
+                let wake = pump(&mut r, now, &mut sink, &mut buffer, &due_of, &|_| {});
                 if now >= up && resumed_at.is_none() {
                     resumed_at = Some(now);
                 }
