@@ -55,11 +55,12 @@ const TAP: &str = "raopd-tap0";
 /// raopd's service name in the image: its host name.
 const NAME: &str = "raopd-malta";
 /// raopd's log filter in the image: info, plus the output wait's debug line that says whether
-/// the sound card's poll descriptors are used, the player's statistics every 5 s, and the
-/// clock's and the renderer's trace lines (each timing sample and sync statement, and each
-/// 0.1 ms move of the sync error), so that a failing run's console says why. Every packet at
+/// the sound card's poll descriptors are used, the player's statistics every 5 s, the stream
+/// core's debug lines, and the clock's and the renderer's trace lines (each timing sample and
+/// sync statement, and each 0.1 ms move of the sync error), so that a failing run's console
+/// says why. Every packet at
 /// debug level would load the emulated serial console.
-const LOG: &str = "info,raopd::output::wait=debug,raopd::clock=trace,raopd::player=debug,raopd::player::render=trace";
+const LOG: &str = "info,raopd::output::wait=debug,raopd::clock=trace,raopd::player=debug,raopd::stream=debug,raopd::stream::render=trace";
 
 /// Builds the image once per test binary; returns its directory.
 fn image_dir() -> &'static Path {
