@@ -39,9 +39,17 @@
 //! A stream whose audio keeps arriving after it is due (a sender whose latency is shorter
 //! than its path, or a latency rule that does not fit it) would otherwise play nothing but
 //! silence. Once a second's worth of arriving audio has been discarded as late with no audio
-//! played in between, the renderer says so at warning level and restarts the stream later
+//! played in between, and late audio has kept arriving for a second ([`LATE_RUN_SPAN`]) at
+//! about real-time pace, the renderer says so at warning level and restarts the stream later
 //! by the lateness seen plus [`LATE_MARGIN`]: late audio beats silence. The extra delay is
 //! kept for the rest of the stream and reported (`late_delay_ms`).
+//!
+//! A sender that stalls for longer than its latency (its host busy, a runtime collecting
+//! garbage) and then sends what it owes in a burst is not such a sender: its late audio comes
+//! many times faster than real time, and what follows is on time. That audio is given up and
+//! plays as silence, and the stream goes on at the instant the sender asked, in step with
+//! other rooms, as shairport-sync does. (The firmware image's 3-minute pyatv stream on a
+//! loaded CI machine was moved 1.45 s later in three restarts before this rule.)
 
 use crate::buffer::{JitterBuffer, Next};
 use crate::output::{SinkStatus, RATE};
@@ -66,6 +74,8 @@ const RESYNC_NS: i64 = 50_000_000;
 const CORRECTION_SPACING: u64 = 352;
 /// Late audio discarded in a row, with none played, before the stream is moved later: 1 s.
 const LATE_RUN_FRAMES: u64 = RATE as u64;
+/// ... and for at least this long: late audio must keep arriving, not come in one burst.
+const LATE_RUN_SPAN: Duration = Duration::from_secs(1);
 /// Added to the lateness seen when the stream is moved later (100 ms), for the jitter of
 /// the path.
 pub const LATE_MARGIN: Duration = Duration::from_millis(100);
@@ -244,8 +254,14 @@ pub struct Renderer {
     late_run: u64,
     /// The buffer's count of late packets when audio was last played.
     late_mark: u64,
-    /// Set when the late run is long enough: restart at this RTP timestamp.
-    late_restart_at: Option<u32>,
+    /// Where to restart for the overlapping frames of the late run: the RTP timestamp
+    /// after the last of them.
+    late_overlap_end: Option<u32>,
+    /// Late frames of the run (dropped here and refused by the buffer) at the last look
+    /// ([`Renderer::after_audio`]), and the instants of the first and the last look that
+    /// found more: how long late audio has kept arriving.
+    late_seen: u64,
+    late_span: Option<(Instant, Instant)>,
     /// Added to every due instant: see the module docs.
     late_delay: Duration,
     /// Frames of `scratch` the sink did not take yet (a short write): written first next time.
@@ -373,7 +389,9 @@ impl Renderer {
             written_since_start: 0,
             late_run: 0,
             late_mark: 0,
-            late_restart_at: None,
+            late_overlap_end: None,
+            late_seen: 0,
+            late_span: None,
             late_delay: Duration::ZERO,
             pending: 0..0,
             // One write's worth: the target fill plus an inserted frame.
@@ -398,7 +416,9 @@ impl Renderer {
         self.error_ns = None;
         self.far = false;
         self.late_run = 0;
-        self.late_restart_at = None;
+        self.late_overlap_end = None;
+        self.late_seen = 0;
+        self.late_span = None;
     }
 
     /// The RTP timestamp the stream starts at (RECORD's `rtptime`, or the first packet).
@@ -700,9 +720,6 @@ impl Renderer {
         while total < room {
             let want = (room - total).min(CHUNK);
             let mut n = self.produce(total, want, buffer);
-            if self.late_restart_at.is_some() {
-                break;
-            }
             if n >= 2 && self.since_correction >= CORRECTION_SPACING {
                 let end = total + n;
                 match correction {
@@ -763,20 +780,26 @@ impl Renderer {
         buffer: &mut JitterBuffer,
         due_of: &dyn Fn(u32) -> Option<Instant>,
     ) -> Output<'static> {
-        if self.late_restart_at.is_none() {
-            // Packets the buffer refused as late count too: restart after the last of them.
-            let fpp = buffer.frames_per_packet();
-            let refused = buffer.stats.late.saturating_sub(self.late_mark);
-            if self.late_run + refused * fpp as u64 >= LATE_RUN_FRAMES {
-                if let Some((seq, ts)) = buffer.last_late() {
-                    let (seq, ts) = (seq.wrapping_add(1), ts.wrapping_add(fpp as u32));
-                    buffer.flush(Some((seq, ts)));
-                    self.late_restart_at = Some(ts);
-                }
-            }
+        // Packets the buffer refused as late count too: restart after the last of them.
+        let fpp = buffer.frames_per_packet();
+        let refused = buffer.stats.late.saturating_sub(self.late_mark);
+        let late = self.late_run + refused * fpp as u64;
+        if late > self.late_seen {
+            self.late_seen = late;
+            let first = self.late_span.map_or(now, |(first, _)| first);
+            self.late_span = Some((first, now));
         }
-        if let Some(ts) = self.late_restart_at.take() {
-            self.late_mark = buffer.stats.late;
+        let restart_at = if !self.keeps_arriving_late() {
+            None
+        } else if let Some((seq, ts)) = buffer.last_late().filter(|_| refused > 0) {
+            let (seq, ts) = (seq.wrapping_add(1), ts.wrapping_add(fpp as u32));
+            buffer.flush(Some((seq, ts)));
+            Some(ts)
+        } else {
+            self.late_overlap_end
+        };
+        if let Some(ts) = restart_at {
+            self.clear_late_run(buffer.stats.late);
             self.move_later(now, ts, due_of(ts), target);
             return Output::Stop(Some(now));
         }
@@ -927,6 +950,31 @@ impl Renderer {
         );
     }
 
+    /// Whether the late run is a sender whose audio keeps arriving after it is due (module
+    /// docs): [`LATE_RUN_FRAMES`] of late audio, arriving over [`LATE_RUN_SPAN`] at least,
+    /// and not much faster than real time. A sender catching up after a stall delivers what
+    /// it owes in a burst, many times faster than real time, and is on time again soon after:
+    /// moving the stream later for it would put the rest of the stream (and other rooms)
+    /// out of sync for good.
+    fn keeps_arriving_late(&self) -> bool {
+        let Some((first, last)) = self.late_span else {
+            return false;
+        };
+        let span = last.saturating_duration_since(first);
+        let audio = frames_to_duration(self.late_seen as usize);
+        self.late_seen >= LATE_RUN_FRAMES && span >= LATE_RUN_SPAN && audio <= span * 5 / 4
+    }
+
+    /// Forgets the late run: audio was played, or the stream was moved later. `mark` is the
+    /// buffer's count of late packets now.
+    fn clear_late_run(&mut self, mark: u64) {
+        self.late_run = 0;
+        self.late_mark = mark;
+        self.late_overlap_end = None;
+        self.late_seen = 0;
+        self.late_span = None;
+    }
+
     /// Audio keeps arriving late: restart at `ts` (due at `due` so far) late enough that it
     /// is in time, plus [`LATE_MARGIN`]. The edge stops the sink.
     fn move_later(&mut self, now: Instant, ts: u32, due: Option<Instant>, target: usize) {
@@ -944,7 +992,6 @@ impl Renderer {
         );
         self.halt();
         self.start_ts = Some(ts);
-        self.late_run = 0;
     }
 
     /// Takes a reading of the sync error from the sink's delay (read at `at`), updates the
@@ -1014,8 +1061,7 @@ impl Renderer {
                 if d == 0 {
                     let n = buffer.read(&mut out[..want * 2]);
                     if n > 0 {
-                        self.late_run = 0;
-                        self.late_mark = buffer.stats.late;
+                        self.clear_late_run(buffer.stats.late);
                     }
                     n
                 } else if d > 0 && d < MAX_GAP {
@@ -1030,9 +1076,7 @@ impl Renderer {
                     log::debug!("dropped {n} overlapping frames");
                     self.stats.late_frames += n as u64;
                     self.late_run += n as u64;
-                    if self.late_run >= LATE_RUN_FRAMES && self.late_restart_at.is_none() {
-                        self.late_restart_at = Some(ts.wrapping_add(n as u32));
-                    }
+                    self.late_overlap_end = Some(ts.wrapping_add(n as u32));
                     return 0;
                 } else {
                     log::info!("stream timeline jumped from {} to {ts}", self.next_ts);
@@ -1116,9 +1160,21 @@ mod tests {
     /// [`simulate`] with the sender putting each packet into the buffer `lead_ms` before
     /// it is due (negative: after).
     fn simulate_lead(ppm: f64, seconds: u64, lead_ms: i64) -> (RenderStats, i64, Vec<i16>, usize) {
+        simulate_sender(ppm, seconds, lead_ms, None)
+    }
+
+    /// As [`simulate_lead`], with the sender frozen for `stall.1` from `stall.0` after the
+    /// start, sending everything it owes at once when it goes on.
+    fn simulate_sender(
+        ppm: f64,
+        seconds: u64,
+        lead_ms: i64,
+        stall: Option<(Duration, Duration)>,
+    ) -> (RenderStats, i64, Vec<i16>, usize) {
         let dir = std::env::temp_dir().join(format!(
-            "raopd-render-{}-{ppm}-{lead_ms}",
-            std::process::id()
+            "raopd-render-{}-{ppm}-{lead_ms}-{}",
+            std::process::id(),
+            stall.is_some()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.raw");
@@ -1142,7 +1198,12 @@ mod tests {
         while now < end {
             // Frame f is due at due0 + f / 44100 s; the sender hands it over `lead_ms` before.
             let horizon_ms = (now - t0).as_millis() as i64 + lead_ms - 500;
-            while i64::from(sent) < horizon_ms * 441 / 10 {
+            let stalled = stall.is_some_and(|(at, len)| now >= t0 + at && now < t0 + at + len);
+            // Behind after a stall, the sender sends four packets per turn of its loop, a
+            // turn every 2 ms (pyatv's catch-up).
+            let mut turn = if stall.is_some() { 4 } else { usize::MAX };
+            while !stalled && turn > 0 && i64::from(sent) < horizon_ms * 441 / 10 {
+                turn -= 1;
                 let ts = start_ts.wrapping_add(sent);
                 if let Insert::Slot(i) = buffer.insert(next_seq, ts, 0) {
                     let pcm = buffer.slot_pcm(i);
@@ -1162,9 +1223,15 @@ mod tests {
             if r.is_started() && now > due0 + Duration::from_secs(1) {
                 worst = worst.max(r.stats.sync_error_us.abs());
             }
-            now = wake
+            let behind = !stalled && i64::from(sent) < horizon_ms * 441 / 10;
+            let next = wake
                 .unwrap_or(now + Duration::from_millis(5))
                 .max(now + Duration::from_millis(1));
+            now = if behind {
+                next.min(now + Duration::from_millis(2))
+            } else {
+                next
+            };
         }
         sink.stop();
         let raw = std::fs::read(&path).unwrap();
@@ -1248,6 +1315,37 @@ mod tests {
             );
         }
         assert_eq!((st.frames_inserted, st.frames_dropped), (0, 0));
+    }
+
+    /// A sender 300 ms ahead stalls for 1.5 s and then sends what it owes at once: about
+    /// 1.2 s of it comes late and plays as silence, and the stream goes on at the instant
+    /// asked, not moved later (module docs).
+    #[test]
+    fn a_burst_of_late_audio_after_a_stall_is_not_moved_later() {
+        let stall = (Duration::from_secs(3), Duration::from_millis(1500));
+        let (st, worst, pcm, _) = simulate_sender(0.0, 10, 300, Some(stall));
+        assert_eq!(st.late_restarts, 0, "{st:?}");
+        assert_eq!(st.resyncs, 0, "{st:?}");
+        assert!(worst <= 1000, "sync error reached {worst} µs");
+        // Every audible frame at one offset from its stream position, before and after the
+        // gap: stream frame k carries the value k % 30000 + 1.
+        let frames: Vec<i16> = pcm.chunks_exact(2).map(|f| f[0]).collect();
+        let first = frames.iter().position(|&v| v != 0).unwrap();
+        let start = i64::from(frames[first]) - 1;
+        let mut silent = 0;
+        for (i, &v) in frames.iter().enumerate().skip(first) {
+            if v == 0 {
+                silent += 1;
+            } else {
+                assert_eq!(
+                    i64::from(v),
+                    (start + (i - first) as i64) % 30000 + 1,
+                    "output frame {i}: the stream moved"
+                );
+            }
+        }
+        let gap = silent as f64 / 44100.0;
+        assert!((1.0..=1.5).contains(&gap), "{gap:.3} s of silence");
     }
 
     #[test]
