@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::netns::Netns;
@@ -194,6 +194,29 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Freezes the sender for `d` and lets it go on: SIGSTOP to every process it started
+    /// (the descendants of its `timeout`, which is left alone so its time limit still runs),
+    /// then SIGCONT. What a sender looks like whose host stalls it, a loaded machine's
+    /// scheduler or a laptop's Python runtime collecting garbage. Returns how many processes
+    /// were frozen.
+    pub fn stall(&self, d: Duration) -> usize {
+        let pids = descendants(self.child.id());
+        let signal = |sig: &str| {
+            let ok = Command::new("kill")
+                .arg(sig)
+                .args(pids.iter().map(u32::to_string))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} {pids:?} failed");
+        };
+        if !pids.is_empty() {
+            signal("-STOP");
+            std::thread::sleep(d);
+            signal("-CONT");
+        }
+        pids.len()
+    }
+
     /// Waits for the sender to end (it runs under `timeout`; the harness kills it too, a little
     /// later, should `timeout` itself hang).
     pub fn wait(mut self) -> SendResult {
@@ -431,6 +454,25 @@ fn spawn_timed(
         output_path: out,
         log_path,
     }
+}
+
+/// Every process below `pid`, from `/proc/PID/task/TID/children`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let tasks = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for task in tasks {
+            let children = std::fs::read_to_string(task.join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                found.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    found
 }
 
 /// Duration of a 16-bit stereo 44100 Hz WAV from its size (good enough for time limits).
