@@ -14,7 +14,8 @@
 //!   still holds every noise frame);
 //! - raopd waits on the sound card's real poll descriptors (its `output::wait` debug line names
 //!   `alsa:default`), not the timer fallback;
-//! - a 3-minute stream keeps `max_sync_error_us` within 2 ms with no underrun or resync,
+//! - a 3-minute stream keeps `max_sync_error_us` within 2 ms with no underrun, resync or late
+//!   restart (a fault names raopd's warnings from the console and the sender's complaints),
 //!   raopd's CPU share in the guest printed (`scripts/image-soak.sh [SECS]` runs a longer one);
 //! - the test's own questions to the guest go through the image's command port (a shell on
 //!   TCP 5556), not the serial console, which loses typed input while the emulated CPU is busy;
@@ -323,11 +324,13 @@ impl Drop for Browser {
 }
 
 /// Streams `secs` of noise plus 3 s of silence with pyatv and returns raopd's stream summary.
-fn pyatv_summary(ns: &Netns, guest: &Guest, dir: &TestDir, secs: f64) -> Summary {
+fn pyatv_summary(ns: &Netns, guest: &Guest, dir: &TestDir, secs: f64) -> StreamRun {
     let wav = dir.join(&format!("noise-{secs}.wav"));
     audio::make_noise_wav(&wav, secs, 3.0);
+    let from = guest.console().len();
     let before = guest.console().matches("stream summary: ").count();
-    senders::pyatv_stream(ns, GUEST, PORT, &wav, dir.path(), &PyatvOpts::unity()).assert_ok();
+    let sent = senders::pyatv_stream(ns, GUEST, PORT, &wav, dir.path(), &PyatvOpts::unity());
+    sent.assert_ok();
     assert!(
         wait_until(Duration::from_secs(20), || guest
             .console()
@@ -336,12 +339,53 @@ fn pyatv_summary(ns: &Netns, guest: &Guest, dir: &TestDir, secs: f64) -> Summary
             > before),
         "no stream summary from raopd after the stream"
     );
-    Summary::from_log(&guest.console())
+    let console = guest.console();
+    StreamRun {
+        summary: Summary::from_log(&console),
+        console: console.get(from..).unwrap_or_default().to_string(),
+        sender: std::fs::read_to_string(&sent.output_path).unwrap_or_default(),
+    }
+}
+
+/// A stream's summary, with what the guest's console and the sender printed meanwhile.
+struct StreamRun {
+    summary: Summary,
+    console: String,
+    sender: String,
+}
+
+impl StreamRun {
+    /// What explains a fault: raopd's warnings and its lines on restarts, resyncs and
+    /// underruns, the kernel's complaints, and how often the sender said it could not keep
+    /// up (pyatv's "Too slow to keep up"), at most 40 lines.
+    fn context(&self) -> String {
+        let keys = [
+            "WARN",
+            "ERROR",
+            "resync",
+            "underrun",
+            "later than",
+            "rcu",
+            "clocksource",
+        ];
+        let lines: Vec<&str> = self
+            .console
+            .lines()
+            .filter(|l| keys.iter().any(|k| l.contains(k)))
+            .take(40)
+            .collect();
+        format!(
+            "sender: {} \"Too slow to keep up\" line(s)\nguest console:\n{}",
+            self.sender.matches("Too slow to keep up").count(),
+            lines.join("\n")
+        )
+    }
 }
 
 /// What is wrong with a stream's summary: |sync error| above 2 ms at any time, an underrun, a
-/// resync (empty when all is well).
-fn sync_faults(s: &Summary, what: &str) -> Vec<String> {
+/// resync (empty when all is well); with the run's context when anything is.
+fn sync_faults(run: &StreamRun, what: &str) -> Vec<String> {
+    let s = &run.summary;
     eprintln!("{what}: {}", s.line);
     let mut faults = Vec::new();
     if s.int("max_sync_error_us") > 2000 {
@@ -351,10 +395,13 @@ fn sync_faults(s: &Summary, what: &str) -> Vec<String> {
             s.int("start_error_us")
         ));
     }
-    for key in ["underruns", "resyncs"] {
+    for key in ["underruns", "resyncs", "late_restarts"] {
         if s.int(key) != 0 {
             faults.push(format!("{what}: {key}={}", s.int(key)));
         }
+    }
+    if !faults.is_empty() {
+        faults.push(format!("{what}: {}", run.context()));
     }
     faults
 }
@@ -511,7 +558,8 @@ fn firmware_image_boots_plays_and_announces() {
 }
 
 /// The 3-minute stream of `scripts/image-soak.sh` (`RAOPD_IMAGE_SOAK_SECS` of noise, default
-/// 180): |sync error| within 2 ms, no underrun or resync, raopd's CPU share printed.
+/// 180): |sync error| within 2 ms, no underrun, resync or late restart, raopd's CPU share
+/// printed.
 #[test]
 #[ignore = "3 minutes: run by scripts/image-soak.sh"]
 fn image_soak() {
