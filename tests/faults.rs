@@ -75,6 +75,37 @@ fn frames(secs: f64) -> usize {
     (secs * f64::from(SAMPLE_RATE)).round() as usize
 }
 
+/// raopd named `test`, at debug level, without mDNS, writing to a simulated DAC at 0 ppm whose
+/// output goes to `raw`, UDP ports from [`UDP_BASE`], with `extra` arguments.
+fn start_daemon(ns: &Netns, dir: &TestDir, test: &str, raw: &Path, extra: &[&str]) -> Daemon {
+    let output = format!("sim:{}:+0ppm", raw.display());
+    let base = UDP_BASE.to_string();
+    let mut args = vec![
+        "--name",
+        test,
+        "--no-mdns",
+        "--output",
+        &output,
+        "--udp-port-base",
+        &base,
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start_with_env(ns, dir.path(), PORT, &args, &[("RUST_LOG", "debug")])
+}
+
+/// Waits (30 s at most) until the counting rule of `add_udp_loss` has seen `packet` audio
+/// packets of the sender.
+fn wait_for_audio_packet(ns: &Netns, packet: u64) {
+    let reached = wait_until(Duration::from_secs(30), || {
+        loss_counters(ns).first().is_some_and(|c| c.seen >= packet)
+    });
+    assert!(
+        reached,
+        "the sender's audio never reached packet {packet}: {:?}",
+        loss_counters(ns)
+    );
+}
+
 fn subdir(dir: &TestDir, name: &str) -> PathBuf {
     let d = dir.join(name);
     std::fs::create_dir_all(&d).expect("create sender log dir");
@@ -142,27 +173,10 @@ fn a_5_s_network_cut_plays_as_silence_then_in_sync_and_the_daemon_serves_on() {
     let raw = dir.join("out.raw");
     let ns = Netns::new();
     let socket = ns.runtime_dir().join("ctl.sock");
-    let output = format!("sim:{}:+0ppm", raw.display());
     let base = UDP_BASE.to_string();
     let socket_arg = socket.to_str().expect("utf-8 socket path");
     // At debug level the log shows each keep-alive the daemon answered.
-    let mut raopd = Daemon::start_with_env(
-        &ns,
-        dir.path(),
-        PORT,
-        &[
-            "--name",
-            test,
-            "--no-mdns",
-            "--output",
-            &output,
-            "--udp-port-base",
-            &base,
-            "--control-socket",
-            socket_arg,
-        ],
-        &[("RUST_LOG", "debug")],
-    );
+    let mut raopd = start_daemon(&ns, &dir, test, &raw, &["--control-socket", socket_arg]);
     let log_path = raopd.log_path().to_path_buf();
 
     // A rule that drops nothing counts the sender's audio packets: they time the cut.
@@ -173,16 +187,7 @@ fn a_5_s_network_cut_plays_as_silence_then_in_sync_and_the_daemon_serves_on() {
     };
     let sender = senders::pyatv_spawn(&ns, HOST, PORT, &wav, &subdir(&dir, "first"), &opts);
     let cut_packet = (frames(CUT_AT_SECS) / FRAMES_PER_PACKET) as u64;
-    let reached = wait_until(Duration::from_secs(30), || {
-        loss_counters(&ns)
-            .first()
-            .is_some_and(|c| c.seen >= cut_packet)
-    });
-    assert!(
-        reached,
-        "the sender's audio never reached packet {cut_packet}: {:?}",
-        loss_counters(&ns)
-    );
+    wait_for_audio_packet(&ns, cut_packet);
     cut_traffic(&ns, PORT, UDP_PORTS);
     let cut_start = Instant::now();
     // Every packet counted so far reached the daemon; the cut began right after them.
@@ -330,23 +335,8 @@ fn a_sender_stalled_past_its_latency_plays_silence_then_on_time() {
     let noise = frames(NOISE_SECS);
     let raw = dir.join("out.raw");
     let ns = Netns::new();
-    let output = format!("sim:{}:+0ppm", raw.display());
     let base = UDP_BASE.to_string();
-    let mut raopd = Daemon::start_with_env(
-        &ns,
-        dir.path(),
-        PORT,
-        &[
-            "--name",
-            test,
-            "--no-mdns",
-            "--output",
-            &output,
-            "--udp-port-base",
-            &base,
-        ],
-        &[("RUST_LOG", "debug")],
-    );
+    let mut raopd = start_daemon(&ns, &dir, test, &raw, &[]);
     let log_path = raopd.log_path().to_path_buf();
 
     // A rule that drops nothing counts the sender's audio packets: they time the stall.
@@ -360,16 +350,7 @@ fn a_sender_stalled_past_its_latency_plays_silence_then_on_time() {
         &PyatvOpts::unity(),
     );
     let stall_packet = (frames(CUT_AT_SECS) / FRAMES_PER_PACKET) as u64;
-    let reached = wait_until(Duration::from_secs(30), || {
-        loss_counters(&ns)
-            .first()
-            .is_some_and(|c| c.seen >= stall_packet)
-    });
-    assert!(
-        reached,
-        "the sender's audio never reached packet {stall_packet}: {:?}",
-        loss_counters(&ns)
-    );
+    wait_for_audio_packet(&ns, stall_packet);
     let sent_before = loss_counters(&ns)[0].seen as usize;
     let frozen = sender.stall(Duration::from_secs_f64(STALL_SECS));
     assert!(frozen > 0, "{test}: no sender process to stall");
