@@ -467,7 +467,7 @@ fn firmware_image_boots_plays_and_announces() {
     // The stream checks collect their faults, so that one boot reports all of them.
     let mut faults: Vec<String> = Vec::new();
 
-    // A first, unchecked stream (its summary printed). In 3 of about 10 runs the first stream
+    // A first, unchecked stream (its summary printed). In 4 of about 12 runs the first stream
     // after boot, and only that one, was found 1.4-2.3 ms later than raopd had measured at its
     // start, and raopd dropped 13-83 frames to catch up; every later stream of the same boots
     // stayed within 0.5 ms. That stream is the first to run raopd's stream path,
