@@ -247,8 +247,10 @@ fn check_sync(test: &str, run: &SyncRun) -> Measured {
          corrections expected)",
         m.anchors.tried
     );
+    // The last anchor may be one a correction cut in two (about 1 % of runs at ±200 ppm):
+    // the span may end one anchor short.
     assert!(
-        m.input_span + ANCHOR_LEN + ANCHOR_STEP >= run.noise,
+        m.input_span + ANCHOR_LEN + 2 * ANCHOR_STEP >= run.noise,
         "{test}: the anchors cover input frames {:?}..{:?} of 0..{}",
         m.anchors.found.first().map(|a| a.input),
         m.anchors.found.last().map(|a| a.input),
