@@ -75,6 +75,32 @@ fn frames(secs: f64) -> usize {
     (secs * f64::from(SAMPLE_RATE)).round() as usize
 }
 
+/// What each test starts from: its directory, the sender's file ([`NOISE_SECS`] of noise, then
+/// [`SILENCE_SECS`] of silence) and its frames, the simulated DAC's output file, a namespace.
+struct Setup {
+    dir: TestDir,
+    wav: PathBuf,
+    input: Vec<Frame>,
+    raw: PathBuf,
+    ns: Netns,
+}
+
+impl Setup {
+    fn new(test: &str) -> Setup {
+        let dir = TestDir::new(test);
+        let wav = dir.join("noise.wav");
+        let input = audio::make_noise_wav(&wav, NOISE_SECS, SILENCE_SECS);
+        let raw = dir.join("out.raw");
+        Setup {
+            dir,
+            wav,
+            input,
+            raw,
+            ns: Netns::new(),
+        }
+    }
+}
+
 /// raopd named `test`, at debug level, without mDNS, writing to a simulated DAC at 0 ppm whose
 /// output goes to `raw`, UDP ports from [`UDP_BASE`], with `extra` arguments.
 fn start_daemon(ns: &Netns, dir: &TestDir, test: &str, raw: &Path, extra: &[&str]) -> Daemon {
@@ -166,12 +192,14 @@ fn a_5_s_network_cut_plays_as_silence_then_in_sync_and_the_daemon_serves_on() {
     common::require_env();
     let _serial = common::serial();
     let test = "netcut";
-    let dir = TestDir::new(test);
-    let wav = dir.join("noise.wav");
-    let input = audio::make_noise_wav(&wav, NOISE_SECS, SILENCE_SECS);
+    let Setup {
+        dir,
+        wav,
+        input,
+        raw,
+        ns,
+    } = Setup::new(test);
     let noise = frames(NOISE_SECS);
-    let raw = dir.join("out.raw");
-    let ns = Netns::new();
     let socket = ns.runtime_dir().join("ctl.sock");
     let base = UDP_BASE.to_string();
     let socket_arg = socket.to_str().expect("utf-8 socket path");
@@ -323,18 +351,21 @@ fn a_5_s_network_cut_plays_as_silence_then_in_sync_and_the_daemon_serves_on() {
 /// arrives after its time is given up and plays as silence; the rest of the stream plays at
 /// the instant the sender asked, in sync with what came before (one offset, ±2 ms), without
 /// a late restart, a resync or an underrun. Moving the stream later is for audio that keeps
-/// arriving late (tests/late.rs), not for a burst of it.
+/// arriving late (the renderer's unit test `audio_arriving_late_is_played_late_not_dropped`),
+/// not for a burst of it.
 #[test]
 fn a_sender_stalled_past_its_latency_plays_silence_then_on_time() {
     common::require_env();
     let _serial = common::serial();
     let test = "stall";
-    let dir = TestDir::new(test);
-    let wav = dir.join("noise.wav");
-    let input = audio::make_noise_wav(&wav, NOISE_SECS, SILENCE_SECS);
+    let Setup {
+        dir,
+        wav,
+        input,
+        raw,
+        ns,
+    } = Setup::new(test);
     let noise = frames(NOISE_SECS);
-    let raw = dir.join("out.raw");
-    let ns = Netns::new();
     let base = UDP_BASE.to_string();
     let mut raopd = start_daemon(&ns, &dir, test, &raw, &[]);
     let log_path = raopd.log_path().to_path_buf();

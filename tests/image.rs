@@ -325,7 +325,7 @@ impl Drop for Browser {
 }
 
 /// Streams `secs` of noise plus 3 s of silence with pyatv and returns raopd's stream summary.
-fn pyatv_summary(ns: &Netns, guest: &Guest, dir: &TestDir, secs: f64) -> StreamRun {
+fn pyatv_run(ns: &Netns, guest: &Guest, dir: &TestDir, secs: f64) -> StreamRun {
     let wav = dir.join(&format!("noise-{secs}.wav"));
     audio::make_noise_wav(&wav, secs, 3.0);
     let from = guest.console().len();
@@ -474,7 +474,7 @@ fn firmware_image_boots_plays_and_announces() {
     // alsa-lib's and snd-aloop's playback code, all of which qemu's TCG translates then, and
     // the guest is far busier than ever again; a board runs native code. The cause is not
     // pinned down (README, Firmware image), so it is reported here rather than failed.
-    let warm = pyatv_summary(&ns, &guest, &dir, 3.0);
+    let warm = pyatv_run(&ns, &guest, &dir, 3.0);
     eprintln!("first stream after boot (unchecked): {}", warm.summary.line);
 
     // Bit-exact through the kernel loopback, pyatv then PulseAudio.
@@ -524,7 +524,7 @@ fn firmware_image_boots_plays_and_announces() {
 
     // Sync against the kernel's clock, and raopd's CPU share meanwhile.
     let (cpu0, up0) = guest.raopd_cpu(&ns);
-    let s = pyatv_summary(&ns, &guest, &dir, STREAM_SECS);
+    let s = pyatv_run(&ns, &guest, &dir, STREAM_SECS);
     let (cpu1, up1) = guest.raopd_cpu(&ns);
     faults.extend(sync_faults(&s, "3-minute stream"));
     eprintln!(
@@ -585,7 +585,7 @@ fn image_soak() {
     let (guest, ready) = Guest::boot(&ns, &dir, true);
     eprintln!("boot to ready {:.1} s", ready.as_secs_f64());
     let (cpu0, up0) = guest.raopd_cpu(&ns);
-    let s = pyatv_summary(&ns, &guest, &dir, secs);
+    let s = pyatv_run(&ns, &guest, &dir, secs);
     let (cpu1, up1) = guest.raopd_cpu(&ns);
     let faults = sync_faults(&s, &format!("{secs} s stream"));
     eprintln!(

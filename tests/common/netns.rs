@@ -255,12 +255,11 @@ fn kill_all_in(name: &str) {
     wait_until(Duration::from_secs(2), || ns_pids(name).is_empty());
 }
 
-/// Sends `sig` to `pid`; a process that is already gone is not an error.
-pub fn signal(pid: i32, sig: libc::c_int) {
+/// Sends `sig` to `pid`; a process that is already gone is not an error. Returns whether the
+/// signal was sent.
+pub fn signal(pid: i32, sig: libc::c_int) -> bool {
     // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, sig);
-    }
+    unsafe { libc::kill(pid, sig) == 0 }
 }
 
 /// Deletes namespaces of this harness whose test process no longer exists.

@@ -13,10 +13,10 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::netns::Netns;
+use super::netns::{signal, Netns};
 use super::{repo_dir, tail_of_file, venv_python};
 
 /// Options of a pyatv stream.
@@ -201,18 +201,14 @@ impl Sender {
     /// were frozen.
     pub fn stall(&self, d: Duration) -> usize {
         let pids = descendants(self.child.id());
-        let signal = |sig: &str| {
-            let ok = Command::new("kill")
-                .arg(sig)
-                .args(pids.iter().map(u32::to_string))
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "kill {sig} {pids:?} failed");
+        let send = |sig| {
+            let sent = pids.iter().all(|&p| signal(p as i32, sig));
+            assert!(sent, "signal {sig} to {pids:?} failed");
         };
         if !pids.is_empty() {
-            signal("-STOP");
+            send(libc::SIGSTOP);
             std::thread::sleep(d);
-            signal("-CONT");
+            send(libc::SIGCONT);
         }
         pids.len()
     }
