@@ -6,6 +6,9 @@
 //!   jitter buffer's slot (`Decoder`, packets made by the `alac-encoder` crate) + buffer
 //!   insert/commit: the PulseAudio / iTunes path;
 //! - `packet_alac`: the same without encryption;
+//! - `packet_aes_alac_verbatim`: AES + ALAC in the escape (verbatim) form with a frame count
+//!   and no end tag, as PulseAudio's RAOP sink sends it (read by raopd's own code, not the
+//!   crate: `src/codec`);
 //! - `packet_l16`: L16 (big-endian PCM, pyatv's format) into the buffer;
 //! - `aes_decrypt`, `alac_decode`, `buffer_insert`: the parts on their own;
 //! - `lib_aes_cbc_1408`, `lib_alac_decode`: the bare library calls with none of raopd's code
@@ -85,6 +88,36 @@ fn encrypt(packets: &mut [Vec<u8>]) {
             enc.encrypt_block_mut(block.into());
         }
     }
+}
+
+/// ALAC packets in the escape (verbatim) form, as PulseAudio writes them: a 23-bit header
+/// (CPE, has-size, escape), the 32-bit frame count, the samples, no end tag.
+fn verbatim_packets(pcm: &[i16]) -> Vec<Vec<u8>> {
+    pcm.chunks(FRAMES * 2)
+        .map(|c| {
+            let mut out = Vec::new();
+            let (mut acc, mut n) = (0u64, 0u32);
+            let mut push = |v: u32, bits: u32| {
+                acc = acc << bits | u64::from(v);
+                n += bits;
+                while n >= 8 {
+                    n -= 8;
+                    out.push((acc >> n) as u8);
+                }
+            };
+            push(1, 3);
+            push(0, 4 + 12);
+            push(1, 1);
+            push(0, 2);
+            push(1, 1);
+            push(c.len() as u32 / 2, 32);
+            for s in c {
+                push(*s as u16 as u32, 16);
+            }
+            push(0, 7); // pad the last byte
+            out
+        })
+        .collect()
 }
 
 fn l16_packets(pcm: &[i16]) -> Vec<Vec<u8>> {
@@ -180,6 +213,8 @@ fn main() {
     let mut alac_enc = alac.clone();
     encrypt(&mut alac_enc);
     let l16 = l16_packets(&pcm);
+    let mut verbatim_enc = verbatim_packets(&pcm);
+    encrypt(&mut verbatim_enc);
     let mean = |p: &[Vec<u8>]| p.iter().map(Vec::len).sum::<usize>() / p.len();
     println!(
         "packets: {PACKETS} x {FRAMES} frames; ALAC {} bytes on average (PCM 1408)",
@@ -199,6 +234,10 @@ fn main() {
             assert_eq!(n, FRAMES);
             assert_eq!(got[..n * 2], pcm[i * FRAMES * 2..(i + 1) * FRAMES * 2]);
             p.packet(&alac[i]);
+            let mut w = verbatim_enc[i].clone();
+            cipher.decrypt(&mut w);
+            let n = d.decode(&w, &mut got).expect("decode verbatim");
+            assert_eq!(got[..n * 2], pcm[i * FRAMES * 2..(i + 1) * FRAMES * 2]);
         }
     }
 
@@ -207,6 +246,14 @@ fn main() {
         Some(AudioCipher::new(KEY, IV)),
     );
     bench("packet_aes_alac", |i| p.packet(&alac_enc[i % PACKETS]));
+
+    let mut p = Path::new(
+        decoder(Codec::Alac { fmtp: FMTP.into() }),
+        Some(AudioCipher::new(KEY, IV)),
+    );
+    bench("packet_aes_alac_verbatim", |i| {
+        p.packet(&verbatim_enc[i % PACKETS])
+    });
 
     let mut p = Path::new(decoder(Codec::Alac { fmtp: FMTP.into() }), None);
     bench("packet_alac", |i| p.packet(&alac[i % PACKETS]));

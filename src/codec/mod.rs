@@ -3,6 +3,12 @@
 //!
 //! Payloads come off the network: no panic on input (issue 11). The `alac` crate is outside
 //! this rule, so its decoder runs under `catch_unwind` ([`Decoder::decode`]).
+//!
+//! ALAC frames in the *escape* (verbatim) form, which PulseAudio's RAOP sink sends, are read
+//! here instead of by the crate ([`decode_verbatim`]): they are a 23- or 55-bit header and raw
+//! 16-bit samples, which the crate reads bit by bit (about 40 µs a packet on x86-64, most of
+//! the CPU raopd spent on a PulseAudio stream, see README "Benchmarks"), and which it refuses
+//! outright when PulseAudio leaves out the closing `ID_END` tag.
 #![cfg_attr(
     not(test),
     deny(
@@ -107,13 +113,19 @@ impl Decoder {
                 let out = out
                     .get_mut(..MAX_SAMPLES_PER_PACKET)
                     .ok_or(DecodeError::ShortOutput)?;
+                if info.bit_depth() == 16 && info.channels() == 2 {
+                    if let Some(frames) =
+                        decode_verbatim(payload, info.max_frames_per_packet(), out)
+                    {
+                        return Ok(frames);
+                    }
+                }
                 let r = catch_unwind(AssertUnwindSafe(|| {
                     dec.decode_packet(payload, out).map(|s| s.len() / 2)
                 }));
                 match r {
                     Ok(Ok(frames)) => Ok(frames),
-                    Ok(Err(_)) => decode_verbatim(payload, info.max_frames_per_packet(), out)
-                        .ok_or(DecodeError::Corrupt),
+                    Ok(Err(_)) => Err(DecodeError::Corrupt),
                     Err(_) => {
                         **dec = alac::Decoder::new(info.clone());
                         Err(DecodeError::Panicked)
@@ -145,12 +157,18 @@ impl Bits<'_> {
     }
 }
 
-/// Decodes an *uncompressed* ALAC stereo element that has no end tag.
+/// Decodes an ALAC packet whose first element is an *uncompressed* (escape) 16-bit stereo
+/// element: the header (tag `ID_CPE`, element instance, 12 unused bits, has-size, shift 0,
+/// escape), an optional 32-bit frame count, then the samples, interleaved left/right, 16 bits
+/// each, big-endian, from bit 23 (or 55) on. Returns the number of frames, or `None` when
+/// the packet is not of this form (compressed, another layout, or cut short), for the `alac`
+/// crate to decode.
 ///
-/// PulseAudio's RAOP sink sends ALAC frames in the escape (verbatim) form but without
-/// the closing `ID_END` tag, which the `alac` crate (following Apple's decoder)
-/// requires. The verbatim form is just a header and raw samples, so it is read here
-/// when the crate refuses a packet.
+/// What follows the samples is not read: an `ID_END` tag (Apple's encoder), nothing
+/// (PulseAudio's RAOP sink, which leaves the end tag out and which the crate therefore
+/// refuses), or fill elements; for a stereo stream none of it changes the samples, so this
+/// gives exactly what the crate gives where it decodes the packet at all. Follows Apple's
+/// `ALACDecoder::Decode` (`escapeFlag` branch, the ALAC source release of 2011).
 fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<usize> {
     let mut b = Bits {
         buf: payload,
@@ -178,8 +196,15 @@ fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<u
     if b.pos + frames as usize * 32 > payload.len() * 8 {
         return None;
     }
-    for o in out.iter_mut() {
-        *o = b.read(16)? as u16 as i16;
+    // Samples are 16 bits, so each starts at the same bit within its byte: sample i is bits
+    // `bit..bit + 16` of the 24 bits from byte `first + 2 i` on. The third byte is missing only
+    // for the last sample of a byte-aligned run, whose bits it does not hold then.
+    let (first, bit) = (b.pos / 8, b.pos % 8);
+    let byte = |i: usize| u32::from(payload.get(i).copied().unwrap_or(0));
+    for (i, o) in out.iter_mut().enumerate() {
+        let at = first + 2 * i;
+        let word = byte(at) << 16 | byte(at + 1) << 8 | byte(at + 2);
+        *o = (word >> (8 - bit)) as u16 as i16;
     }
     Some(frames as usize)
 }
@@ -207,38 +232,50 @@ mod tests {
         assert_eq!(d.decode(&[0; 4 * 353], &mut out), Err(DecodeError::TooLong));
     }
 
-    #[test]
-    fn verbatim_alac_without_end_tag() {
-        // Header: CPE, instance 0, 12 unused bits, has_size, shift 0, escape; then a
-        // 32-bit frame count and the samples, as PulseAudio writes them.
-        let samples: Vec<i16> = (0..8).map(|i| (i * 4097 - 16000) as i16).collect();
+    /// An escape (verbatim) stereo ALAC packet: header, the frame count when `has_size`, the
+    /// samples, then the `ID_END` tag when `end`; zero-padded to a byte.
+    fn verbatim_packet(samples: &[i16], has_size: bool, end: bool) -> Vec<u8> {
         let mut bits: Vec<u8> = Vec::new();
         let mut push = |v: u32, n: usize| {
             for i in (0..n).rev() {
                 bits.push(((v >> i) & 1) as u8);
             }
         };
-        push(1, 3);
+        push(1, 3); // ID_CPE
         push(0, 4);
         push(0, 12);
-        push(1, 1);
+        push(has_size as u32, 1);
         push(0, 2);
-        push(1, 1);
-        push(4, 32);
-        for s in &samples {
+        push(1, 1); // escape
+        if has_size {
+            push(samples.len() as u32 / 2, 32);
+        }
+        for s in samples {
             push(*s as u16 as u32, 16);
         }
-        let bytes: Vec<u8> = bits
-            .chunks(8)
+        if end {
+            push(7, 3);
+        }
+        bits.chunks(8)
             .map(|c| c.iter().enumerate().fold(0u8, |a, (i, b)| a | b << (7 - i)))
-            .collect();
-        let fmt = StreamFormat {
+            .collect()
+    }
+
+    fn alac_format() -> StreamFormat {
+        StreamFormat {
             codec: Codec::Alac {
                 fmtp: "352 0 16 40 10 14 2 255 0 0 44100".into(),
             },
             frames_per_packet: 352,
-        };
-        let mut d = Decoder::new(&fmt).unwrap();
+        }
+    }
+
+    #[test]
+    fn verbatim_alac_without_end_tag() {
+        // As PulseAudio writes them: a frame count, and no end tag.
+        let samples: Vec<i16> = (0..8).map(|i| (i * 4097 - 16000) as i16).collect();
+        let bytes = verbatim_packet(&samples, true, false);
+        let mut d = Decoder::new(&alac_format()).unwrap();
         let mut out = [0i16; MAX_SAMPLES_PER_PACKET];
         assert_eq!(d.decode(&bytes, &mut out), Ok(4));
         assert_eq!(&out[..8], &samples[..]);
@@ -250,14 +287,53 @@ mod tests {
     }
 
     #[test]
-    fn alac_garbage_never_panics() {
-        let fmt = StreamFormat {
-            codec: Codec::Alac {
-                fmtp: "352 0 16 40 10 14 2 255 0 0 44100".into(),
-            },
-            frames_per_packet: 352,
+    fn verbatim_alac_decodes_as_the_alac_crate_does() {
+        // Every layout the crate accepts (with the end tag; with and without a frame count,
+        // so the samples start at bit 55 or 23), full-scale extremes and noise: the samples
+        // read here are the crate's, sample for sample.
+        let mut x: u32 = 0x9e37_79b9;
+        let mut noise = |n: usize| -> Vec<i16> {
+            (0..n)
+                .map(|i| match i % 7 {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    2 => -1,
+                    _ => {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        x as i16
+                    }
+                })
+                .collect()
         };
-        let mut d = Decoder::new(&fmt).unwrap();
+        let info =
+            alac::StreamInfo::from_sdp_format_parameters("352 0 16 40 10 14 2 255 0 0 44100")
+                .unwrap();
+        for (frames, has_size) in [(352, false), (352, true), (100, true), (1, true)] {
+            let samples = noise(frames * 2);
+            let bytes = verbatim_packet(&samples, has_size, true);
+            let mut want = [0i16; MAX_SAMPLES_PER_PACKET];
+            let n = alac::Decoder::new(info.clone())
+                .decode_packet(&bytes, &mut want)
+                .unwrap()
+                .len();
+            assert_eq!(n, frames * 2);
+            assert_eq!(&want[..n], &samples[..]);
+            let mut d = Decoder::new(&alac_format()).unwrap();
+            let mut out = [0i16; MAX_SAMPLES_PER_PACKET];
+            assert_eq!(
+                d.decode(&bytes, &mut out),
+                Ok(frames),
+                "{frames} {has_size}"
+            );
+            assert_eq!(&out[..n], &want[..n]);
+        }
+    }
+
+    #[test]
+    fn alac_garbage_never_panics() {
+        let mut d = Decoder::new(&alac_format()).unwrap();
         let mut out = [0i16; MAX_SAMPLES_PER_PACKET];
         // A deterministic stream of random packets of random lengths.
         let mut x: u32 = 0x1234_5678;
