@@ -177,7 +177,11 @@ impl Dest {
         for chunk in samples.chunks(CHUNK_FRAMES * CHANNELS) {
             let bytes = &mut scratch[..chunk.len() * 2];
             for (dst, s) in bytes.chunks_exact_mut(2).zip(chunk) {
-                dst.copy_from_slice(&s.to_le_bytes());
+                // Byte by byte: a two-byte `copy_from_slice` is a call to `memcpy` per
+                // sample at the release profile's `opt-level = "z"`.
+                if let [lo, hi] = dst {
+                    [*lo, *hi] = s.to_le_bytes();
+                }
             }
             let bytes = &scratch[..chunk.len() * 2];
             let result = self.send(bytes);

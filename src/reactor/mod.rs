@@ -176,18 +176,20 @@ impl Reactor {
 
     /// Wakes due timers; returns the nearest remaining deadline.
     fn fire_timers(&self, now: Instant) -> Option<Instant> {
-        let mut due = Vec::new();
-        {
-            let mut timers = self.timers.borrow_mut();
-            while let Some(entry) = timers.first_entry() {
-                if entry.key().0 > now {
-                    break;
+        // One at a time, without holding the borrow across `wake` (a waker may touch the
+        // timers) and without collecting them into a fresh `Vec` at every wakeup.
+        loop {
+            let due = {
+                let mut timers = self.timers.borrow_mut();
+                match timers.first_entry() {
+                    Some(entry) if entry.key().0 <= now => Some(entry.remove()),
+                    _ => None,
                 }
-                due.push(entry.remove());
+            };
+            match due {
+                Some(w) => w.wake(),
+                None => break,
             }
-        }
-        for w in due {
-            w.wake();
         }
         self.timers.borrow().keys().next().map(|k| k.0)
     }
