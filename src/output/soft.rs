@@ -328,6 +328,9 @@ pub struct SoftSink {
     /// Latest `now` seen; `stop` has no clock argument and uses this when it is ahead of the
     /// real clock, so runs with constructed instants stay consistent.
     last_now: Option<Instant>,
+    /// The instant the position of the last [`Sink::status`] was reached exactly (the clock
+    /// counts whole frames): [`Sink::status_time`].
+    position_at: Option<Instant>,
     scratch: [u8; CHUNK_FRAMES * FRAME_BYTES],
 }
 
@@ -344,6 +347,7 @@ impl SoftSink {
             underruns: 0,
             warned_underrun: false,
             last_now: None,
+            position_at: None,
             scratch: [0; CHUNK_FRAMES * FRAME_BYTES],
         }
     }
@@ -406,6 +410,7 @@ impl SoftSink {
     /// Advances the virtual DAC to `now` and returns the delay, handling running dry.
     fn advance(&mut self, now: Instant) -> usize {
         self.last_now = Some(self.last_now.map_or(now, |t| t.max(now)));
+        self.position_at = None;
         let Some(clock) = self.clock else { return 0 };
         let consumed = self.consumed_at(clock, now);
         if consumed > self.written {
@@ -419,6 +424,7 @@ impl SoftSink {
             }
             return 0;
         }
+        self.position_at = Some(clock.t0 + self.duration_of(consumed - clock.w0));
         (self.written - consumed) as usize
     }
 
@@ -489,6 +495,12 @@ impl Sink for SoftSink {
             avail: SOFT_CAPACITY - delay,
             delay,
         })
+    }
+
+    /// The instant the position just read was reached: the clock counts whole frames, so
+    /// `now` would date a reading up to a frame late.
+    fn status_time(&self, now: Instant) -> Instant {
+        self.position_at.map_or(now, |t| t.min(now))
     }
 
     fn write(&mut self, now: Instant, frames: &[i16]) -> io::Result<usize> {

@@ -859,8 +859,27 @@ impl Renderer {
         // When frame 0 of the start sounds, by this reading, relative to `base`.
         let start_line =
             signed_ns(at, self.base) + frames_to_ns(st.delay as i64) - frames_to_ns(written);
-        self.readings.push(at, start_line);
+        // Only a sink that has been written to runs (ALSA starts a PCM at its first write, the
+        // timer-paced sinks start their clocks then): a reading before that says when frame 0
+        // would sound had it been written at that instant, which is earlier than it will by
+        // however long the first write takes. As the smallest reading, it placed the first
+        // stream after the emulated board's boot up to 2 ms early (that write is slow there
+        // while qemu translates alsa-lib's and the kernel's playback paths for the first time),
+        // and the stream then dropped frames to catch up. It is a guess only while there is
+        // no real reading.
+        if written > 0 {
+            self.readings.push(at, start_line);
+        }
         let line = self.readings.min().unwrap_or(start_line);
+        log::trace!(
+            target: "raopd::readings",
+            "prelude: at {} us, delay {}, avail {}, written {written}, start line {} us, min {} us",
+            signed_ns(at, self.base) / 1000,
+            st.delay,
+            st.avail,
+            start_line / 1000,
+            line / 1000
+        );
         // A sink that swallows frames at once (alsa-lib's `null`, `file`) has no position to
         // measure: it is fed by the clock from its start.
         let swallows = written > 0 && st.delay == 0 && st.avail >= r.capacity;
@@ -1009,6 +1028,13 @@ impl Renderer {
         let shift = frames_to_ns(self.net_dropped);
         self.readings.push(at, err + shift);
         let e = self.readings.min().map_or(err, |m| m - shift);
+        log::trace!(
+            target: "raopd::readings",
+            "reading: at {} us, delay {delay}, error {} us, min {} us",
+            signed_ns(at, self.base) / 1000,
+            err / 1000,
+            e / 1000
+        );
         if self.error_ns.is_none() {
             self.stats.start_error_us = e / 1000;
         }
@@ -1171,6 +1197,64 @@ mod tests {
         lead_ms: i64,
         stall: Option<(Duration, Duration)>,
     ) -> (RenderStats, i64, Vec<i16>, usize) {
+        simulate_edge(ppm, seconds, lead_ms, stall, Duration::ZERO)
+    }
+
+    /// A sink whose first write is carried out `late` after the renderer asked for it, as
+    /// the first write to a sound card is on a board that runs that code for the first time.
+    struct LateFirstWrite {
+        inner: SoftSink,
+        late: Duration,
+        written: bool,
+    }
+
+    impl Sink for LateFirstWrite {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn start(&mut self) -> std::io::Result<()> {
+            self.inner.start()
+        }
+        fn stop(&mut self) {
+            self.inner.stop()
+        }
+        fn status(&mut self, now: Instant) -> std::io::Result<SinkStatus> {
+            self.inner.status(now)
+        }
+        fn status_time(&self, now: Instant) -> Instant {
+            self.inner.status_time(now)
+        }
+        fn write(&mut self, now: Instant, frames: &[i16]) -> std::io::Result<usize> {
+            let late = if std::mem::replace(&mut self.written, true) {
+                Duration::ZERO
+            } else {
+                self.late
+            };
+            self.inner.write(now + late, frames)
+        }
+        fn poll_fds(&mut self) -> Vec<libc::pollfd> {
+            self.inner.poll_fds()
+        }
+        fn ready(&mut self, fds: &mut [libc::pollfd]) -> std::io::Result<bool> {
+            self.inner.ready(fds)
+        }
+        fn underruns(&self) -> u64 {
+            self.inner.underruns()
+        }
+        fn capacity(&self) -> usize {
+            self.inner.capacity()
+        }
+    }
+
+    /// [`simulate_sender`] with the sink's first write carried out `first_write_late` after
+    /// it was asked for ([`LateFirstWrite`]).
+    fn simulate_edge(
+        ppm: f64,
+        seconds: u64,
+        lead_ms: i64,
+        stall: Option<(Duration, Duration)>,
+        first_write_late: Duration,
+    ) -> (RenderStats, i64, Vec<i16>, usize) {
         let dir = std::env::temp_dir().join(format!(
             "raopd-render-{}-{ppm}-{lead_ms}-{}",
             std::process::id(),
@@ -1178,7 +1262,11 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.raw");
-        let mut sink = SoftSink::sim(&path, ppm).unwrap();
+        let mut sink = LateFirstWrite {
+            inner: SoftSink::sim(&path, ppm).unwrap(),
+            late: first_write_late,
+            written: false,
+        };
         let mut buffer = JitterBuffer::with_capacity_frames(3 * 44100);
         buffer.reset(352);
         let mut r = Renderer::new();
@@ -1262,6 +1350,29 @@ mod tests {
         {
             assert_eq!(f[0], (i % 30000 + 1) as i16, "frame {i}");
         }
+    }
+
+    #[test]
+    fn a_slow_first_write_does_not_place_the_start_early() {
+        // The sink runs from its first write, which is carried out 3 ms after the renderer's
+        // first reading: the first frame still sounds on its due instant, and nothing is
+        // dropped afterwards (a reading before the first write used to place it 3 ms early,
+        // then 130 frames were dropped to catch up).
+        let late = Duration::from_millis(3);
+        let (st, worst, pcm, pad) = simulate_edge(0.0, 5, 1500, None, late);
+        assert_eq!(
+            (st.frames_inserted, st.frames_dropped, st.resyncs),
+            (0, 0, 0),
+            "{st:?}"
+        );
+        assert!(worst <= 100, "sync error {worst} µs");
+        assert!(st.start_error_us.abs() <= 100, "{st:?}");
+        let first = pcm.iter().position(|&s| s != 0).unwrap() / 2;
+        let want = pad - duration_to_frames(late) as usize;
+        assert!(
+            first.abs_diff(want) <= 1,
+            "first frame {first}, due at {want}"
+        );
     }
 
     #[test]
