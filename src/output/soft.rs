@@ -469,6 +469,7 @@ impl Sink for SoftSink {
     }
 
     fn stop(&mut self) {
+        self.position_at = None;
         if !self.started {
             return;
         }
