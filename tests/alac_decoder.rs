@@ -112,3 +112,92 @@ fn encrypted_alac_packets_decode_bit_exact() {
     let out = decode_all(&packets, Some(&AudioCipher::new(key, iv)));
     assert_eq!(first_difference(&out, &pcm), None, "decoded PCM differs");
 }
+
+/// Silence, a quiet ramp and a tone in turn, ending in a partial packet: the encoder's zero
+/// runs, small residuals and its partial-frame header.
+fn sparse_signal(frames: usize) -> Vec<i16> {
+    (0..frames)
+        .flat_map(|i| {
+            let s = match (i / 3000) % 3 {
+                0 => 0,
+                1 => ((i % 64) as i16 - 32) / 8,
+                _ => ((i as f64 * 0.01).sin() * 3000.0) as i16,
+            };
+            [s, -s]
+        })
+        .collect()
+}
+
+#[test]
+fn partial_and_sparse_packets_decode_bit_exact() {
+    let pcm = sparse_signal(352 * 120 + 101);
+    let packets = encode_with_crate(&pcm);
+    assert_eq!(packets.len(), 121);
+    let out = decode_all(&packets, None);
+    assert_eq!(first_difference(&out, &pcm), None, "decoded PCM differs");
+}
+
+/// raopd's decoder against the `alac` crate on damaged packets: bits flipped, bytes changed,
+/// packets cut, from both test signals. Wherever the crate decodes a packet (it needs the
+/// closing end tag, which raopd's does not), raopd's must give the same frames; and
+/// raopd's must never panic (the crate sometimes does: it is caught here).
+#[test]
+fn damaged_packets_decode_as_the_alac_crate_decodes_them() {
+    let info = alac::StreamInfo::from_sdp_format_parameters(FMTP).unwrap();
+    let mut reference = alac::Decoder::new(info.clone());
+    let mut ours = decoder();
+    let mut packets = encode_with_crate(&signal(352 * 40));
+    packets.extend(encode_with_crate(&sparse_signal(352 * 40 + 7)));
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut compared, mut crate_panics) = (0, 0);
+    for round in 0..20_000 {
+        let mut p = packets[round % packets.len()].clone();
+        for _ in 0..=rand() % 4 {
+            let at = (rand() as usize) % p.len();
+            match rand() % 3 {
+                0 => p[at] ^= 1 << (rand() % 8),
+                1 => p[at] = rand() as u8,
+                _ => p.truncate(at.max(1)),
+            }
+        }
+        let mut want = [0i16; MAX_SAMPLES_PER_PACKET];
+        let theirs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reference
+                .decode_packet(&p, &mut want)
+                .map(|s| s.len() / 2)
+                .ok()
+        }));
+        let mut got = [0i16; MAX_SAMPLES_PER_PACKET];
+        let mine = ours.decode(&p, &mut got);
+        match theirs {
+            Ok(Some(frames)) => {
+                compared += 1;
+                assert_eq!(mine, Ok(frames), "round {round}: frame count");
+                assert_eq!(
+                    first_difference(&got[..frames * 2], &want[..frames * 2]),
+                    None,
+                    "round {round}: samples differ"
+                );
+            }
+            Ok(None) => {}
+            Err(_) => {
+                crate_panics += 1;
+                reference = alac::Decoder::new(info.clone());
+            }
+        }
+        if let Ok(frames) = mine {
+            assert!(frames <= 352, "round {round}: {frames} frames");
+        }
+    }
+    let _ = std::panic::take_hook();
+    // Most damage leaves a packet the crate still reads (flipped sample bits).
+    assert!(compared > 3_000, "only {compared} packets compared");
+    eprintln!("compared {compared} packets; the crate panicked on {crate_panics}");
+}

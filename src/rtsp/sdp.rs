@@ -186,8 +186,8 @@ fn alac_format(params: &str) -> Result<StreamFormat, SdpError> {
             format!("unsupported ALAC frame length {frames} (at most {MAX_FRAMES_PER_PACKET})"),
         ));
     }
-    alac::StreamInfo::from_sdp_format_parameters(params)
-        .map_err(|e| refuse(400, format!("bad ALAC fmtp: {e:?}")))?;
+    crate::codec::alac::AlacParams::from_fmtp(params)
+        .map_err(|e| refuse(400, format!("bad ALAC fmtp: {e}")))?;
     Ok(StreamFormat {
         codec: Codec::Alac {
             fmtp: params.to_string(),
