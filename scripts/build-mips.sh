@@ -18,7 +18,7 @@
 # does, into <target dir>/openwrt-flags/: RUSTFLAGS in the environment (so cargo ignores the
 # rustflags of .cargo/config.toml, and --cfg fix_y2038 must be in it, as the package Makefile
 # adds it), overflow checks on, no debug assertions, and the panic strategy the package
-# Makefile sets over the feed's (unwind).
+# Makefile sets over the feed's (abort).
 # --dynamic (musl targets only) links the way OpenWrt's packages are linked: against musl's
 # libc.so and alsa-lib's libasound.so.2 (both from the target's dynamic sysroot that
 # scripts/setup-mips.sh builds, $(mips_dynamic_root TARGET)), into <target dir>/dynamic/.
@@ -65,9 +65,9 @@ if [ "$openwrt" = 1 ]; then
   export CARGO_PROFILE_RELEASE_LTO=true
   export CARGO_PROFILE_RELEASE_OPT_LEVEL=s
   export CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true
-  export CARGO_PROFILE_RELEASE_PANIC=unwind
+  export CARGO_PROFILE_RELEASE_PANIC=abort
   export CARGO_PROFILE_RELEASE_RPATH=false
-  mips_log "OpenWrt feed flags: RUSTFLAGS=$RUSTFLAGS, overflow checks on, panic=unwind"
+  mips_log "OpenWrt feed flags: RUSTFLAGS=$RUSTFLAGS, overflow checks on, panic=abort"
 fi
 
 if [ "$dynamic" = 1 ]; then

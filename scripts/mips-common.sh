@@ -43,18 +43,21 @@ MIPS_ALSA_BUILD_REV=4
 MIPS_ALSA_PCM_PLUGINS="plug,linear,copy,route,rate,multi,null,file,empty,hooks,dmix,asym,iec958,softvol"
 
 # Flags for rustc's -Z build-std (MIPS targets are tier 3: no prebuilt std).
-MIPS_BUILD_STD="-Zbuild-std=std,panic_unwind"
-# std's features: unwinding (the ALAC guard), size-optimised algorithms (optimize_for_size),
-# and no `backtrace` feature, whose symboliser (gimli, addr2line, miniz_oxide,
-# rustc-demangle) cost 257 KiB on mipsel-musl; a panic message keeps its text and location.
-MIPS_BUILD_STD_FEATURES="-Zbuild-std-features=panic-unwind,optimize_for_size"
+# The release profile aborts on a panic (Cargo.toml): std is built the same way, and the
+# links drop the unwinding tables nothing reads then (scripts/zigcc).
+MIPS_BUILD_STD="-Zbuild-std=std,panic_abort"
+export RAOPD_ZIG_NO_EH_FRAME=1
+# std's features: size-optimised algorithms (optimize_for_size), and no `backtrace`
+# feature, whose symboliser (gimli, addr2line, miniz_oxide, rustc-demangle) cost 257 KiB on
+# mipsel-musl; a panic message keeps its text.
+MIPS_BUILD_STD_FEATURES="-Zbuild-std-features=optimize_for_size"
 
 # rustflags of the dynamic (OpenWrt-style) musl builds, in place of the static ones of
 # .cargo/config.toml (scripts/build-mips.sh --dynamic passes them as RUSTFLAGS): no crt-static
-# (dynamic musl, dynamic alsa-lib), position-independent (a PIE, as OpenWrt builds packages;
-# with -Crelocation-model=static the binary was 175 KiB smaller but could not unwind: panics
-# aborted with "failed to initiate panic", which would defeat the ALAC guard), the same
-# -Zlocation-detail=none and fix_y2038 cfg (docs/mips.md, "Timer hang").
+# (dynamic musl, dynamic alsa-lib), position-independent (a PIE, as OpenWrt's Rust packages
+# are: address-space randomisation for a daemon listening on the LAN; as a non-PIE executable
+# it is 127 KiB smaller, docs/mips.md "Binary size"), the same -Zlocation-detail=none and
+# fix_y2038 cfg (docs/mips.md, "Timer hang").
 MIPS_DYNAMIC_RUSTFLAGS="-Ctarget-feature=-crt-static -Clink-self-contained=no -Zlocation-detail=none --cfg fix_y2038"
 
 mips_log() { printf '\033[1;34m[mips]\033[0m %s\n' "$*" >&2; }

@@ -265,7 +265,7 @@ fn package_makefile_agrees_with_the_crate() {
     let license_file = field(&mk, "PKG_LICENSE_FILES");
     assert!(repo.join(&license_file).is_file(), "{license_file} missing");
     assert!(mk.contains("CARGO_RUSTFLAGS+=--cfg fix_y2038"));
-    assert!(mk.contains("CARGO_PROFILE_RELEASE_PANIC=unwind"));
+    assert!(mk.contains("CARGO_PROFILE_RELEASE_PANIC=abort"));
     assert!(mk.contains("PKG_CONFIG_ALLOW_CROSS=1"));
     assert!(field(&mk, "PKG_MAINTAINER").contains('@'));
     assert!(mk.contains("URL:="));
