@@ -13,8 +13,9 @@
 //! - `aes_decrypt`, `alac_decode`, `buffer_insert`: the parts on their own;
 //! - `lib_aes_cbc_1408`, `lib_alac_decode`: the bare library calls with none of raopd's code
 //!   around them: the `cbc`/`aes` crates decrypting 1408 bytes (a full 352-frame packet) in one
-//!   call, and the `alac` crate's `Decoder::decode_packet` on one 352-frame packet. The gap
-//!   between `packet_aes_alac` and their sum is the pipeline's own overhead.
+//!   call, and the `alac` crate's `Decoder::decode_packet` on one 352-frame packet (the
+//!   decoder raopd used before its own, `src/codec/alac.rs`; `alac_decode` against it shows
+//!   the difference).
 //!
 //! Each iteration also copies the packet into the receive buffer (as `recv_from` does) and, for
 //! the paths through the jitter buffer, reads the 352 frames back out so the buffer stays at a
