@@ -12,14 +12,17 @@
 //! refuses other formats.
 //!
 //! It follows Apple's reference decoder (`ALACDecoder.cpp`, `ag_dec.c`, `dp_dec.c`,
-//! `matrix_dec.c` of the ALAC source release, 2011) and, where that leaves a choice, the
-//! `alac` crate and ffmpeg (which agree): the adaptive Golomb-Rice history is clamped on the
-//! value plus the zero-run sign modifier; LPC mode 15 runs the first-difference pass before
-//! the predictor, other non-zero modes are refused. Like Apple's decoder, and unlike the
-//! crate, it stops once both channels are decoded: the closing `ID_END` tag is not needed.
-//! Where the reference is undefined (shifts by 32 or more, a quantisation shift of 0), it
-//! does what the crate's release build does, so the two agree on every packet the crate
-//! decodes (test `alac_decoder`).
+//! `matrix_dec.c` of the ALAC source release, 2011), also where the `alac` crate departs from
+//! it: the adaptive Golomb-Rice history is clamped on the decoded value alone, not with the
+//! zero-run sign modifier added (the crate and ffmpeg misread some packets Apple's encoder
+//! makes: a full-scale step right after silence); any non-zero prediction mode runs the
+//! first-difference pass before the predictor (the crate refuses modes other than 15); an LPC
+//! order of 0 leaves the residuals as they are; it stops once both channels are decoded, so
+//! the closing `ID_END` tag is not needed. Where the reference is undefined (shifts by 32 or
+//! more, a quantisation shift of 0) it does what the crate's release build does. Channels of
+//! no bits (a 16-bit shift on a single-channel element) are refused. On every packet an
+//! encoder makes, and on damaged ones apart from those cases, it gives what the crate gives
+//! (`tests/alac_decoder.rs`).
 
 use super::MAX_FRAMES_PER_PACKET;
 
@@ -41,17 +44,18 @@ const RUN_BITS: u32 = 16;
 /// Fixed-point shift of the rice history (`QBSHIFT`).
 const QB_SHIFT: u32 = 9;
 
-/// The ALAC parameters of an SDP `a=fmtp` line that decoding needs.
+/// The ALAC parameters of an SDP `a=fmtp` line that decoding needs; only
+/// [`AlacParams::from_fmtp`] makes them, so they are always in range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AlacParams {
     /// Frames per packet (`frameLength`), 1..=352.
-    pub frame_length: u32,
+    frame_length: u32,
     /// Rice history multiplier (`pb`, 40 in every sender).
-    pub pb: u8,
+    pb: u8,
     /// Initial rice history (`mb`, 10).
-    pub mb: u8,
+    mb: u8,
     /// Rice parameter limit (`kb`, 14), 1..=31.
-    pub kb: u8,
+    kb: u8,
 }
 
 impl AlacParams {
@@ -225,6 +229,9 @@ impl AlacDecoder {
 
         // Compressed: the header of each channel, then its residuals.
         let bits = BIT_DEPTH - shift + n as u32 - 1;
+        if bits == 0 {
+            return Err(Invalid);
+        }
         let mix_bits = r.read(8)?;
         let mix_res = r.read(8)? as u8 as i8 as i32;
         let mut mode = [0u32; CHANNELS];
@@ -264,13 +271,14 @@ impl AlacDecoder {
             let m = mode.get(c).copied().unwrap_or(0);
             let o = order.get(c).copied().unwrap_or(0);
             let q = quant.get(c).copied().unwrap_or(0);
-            if m == 15 {
+            if m != 0 {
+                // Apple's decoder: any mode but 0 (encoders use 15) adds this pass.
                 first_difference(buf, bits);
-            } else if m != 0 {
-                return Err(Invalid);
             }
             match coefs.get_mut(c).and_then(|cs| cs.get_mut(..o)) {
-                // Apple's "numactive == 31": first differences only.
+                // Apple's "numactive == 0": the residuals are the samples.
+                _ if o == 0 => {}
+                // ... and "numactive == 31": first differences only.
                 _ if o == 31 => first_difference(buf, bits),
                 Some(cs) => predict(buf, bits, cs, q),
                 None => return Err(Invalid),
@@ -283,16 +291,14 @@ impl AlacDecoder {
             v.get_mut(..frames).ok_or(Invalid)?,
         );
         if n == 2 && mix_res != 0 {
-            for (l, r) in u.iter_mut().zip(v.iter_mut()) {
-                let right = l.wrapping_sub(r.wrapping_mul(mix_res).wrapping_shr(mix_bits));
-                *l = right.wrapping_add(*r);
-                *r = right;
+            for (a, b) in u.iter_mut().zip(v.iter_mut()) {
+                let right = a.wrapping_sub(b.wrapping_mul(mix_res).wrapping_shr(mix_bits));
+                *a = right.wrapping_add(*b);
+                *b = right;
             }
         }
         if shift != 0 {
-            if low.left() < shift as usize * frames * n {
-                return Err(Invalid);
-            }
+            // (`r.skip` above made sure these bits are there.)
             for i in 0..frames {
                 for ch in [&mut *u, &mut *v].into_iter().take(n) {
                     if let Some(s) = ch.get_mut(i) {
@@ -322,12 +328,14 @@ fn rice_decode(r: &mut Reader, buf: &mut [i32], bits: u32, mb: u32, mult: u32, k
     while i < len {
         let k = (31 - ((history >> QB_SHIFT).wrapping_add(3) | 1).leading_zeros()).min(kb);
         let m = (1u32 << k).wrapping_sub(1);
-        let val = r.rice(m, k, bits)?.wrapping_add(sign_modifier);
+        let raw = r.rice(m, k, bits)?;
+        let val = raw.wrapping_add(sign_modifier);
         sign_modifier = 0;
         if let Some(s) = buf.get_mut(i) {
             *s = ((val >> 1) as i32) ^ -((val & 1) as i32);
         }
-        history = if val > 0xffff {
+        // Clamped on the decoded value alone (`ag_dec.c`; Apple's encoder does the same).
+        history = if raw > 0xffff {
             0xffff
         } else {
             history
