@@ -84,13 +84,14 @@ pub struct PlayerConfig {
     /// No packet from the sender for this long ends the stream.
     pub session_timeout: Duration,
     /// While the output runs, the loop wakes at least this often to write to the sink and to
-    /// take in the audio packets that arrived meanwhile (40 ms by default: about 5 packets a
-    /// wakeup; streams whose latency leaves no room for that are read packet by packet).
+    /// take in the audio packets that arrived meanwhile (100 ms by default, a backstop: the
+    /// sink's own wakeups come about every 70 ms, with about 9 packets each; streams whose
+    /// latency leaves no room for that are read packet by packet).
     pub period: Duration,
 }
 
 /// [`PlayerConfig::period`] unless configured.
-pub const DEFAULT_PERIOD: Duration = Duration::from_millis(40);
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(100);
 
 /// Why a stream ended.
 #[derive(Debug)]
@@ -164,7 +165,7 @@ const MAX_OUTPUT_STEPS: usize = 64;
 ///
 /// While the output runs, the audio socket is not watched: it is drained at every wakeup,
 /// and wakeups come at least every [`PlayerConfig::period`], so audio packets are taken in
-/// batches (about 5 per 40 ms) instead of one wakeup each. Before the output starts, when the
+/// batches (about 9 per wakeup) instead of one wakeup each. Before the output starts, when the
 /// stream's latency is too short for batches (less than three periods beyond what the
 /// renderer commits ahead), and always for the control and timing sockets (timing replies
 /// are stamped on arrival), each packet wakes the loop at once.
