@@ -134,10 +134,7 @@ impl AlacDecoder {
     /// of frames (`frame_length`, or fewer for a partial frame). `out` must hold
     /// `2 * frame_length` samples, else [`Invalid`].
     pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> R<usize> {
-        let mut r = Reader {
-            buf: packet,
-            pos: 0,
-        };
+        let mut r = Reader::new(packet);
         let mut channel = 0;
         let mut frames: Option<usize> = None;
         loop {
@@ -234,54 +231,32 @@ impl AlacDecoder {
         }
         let mix_bits = r.read(8)?;
         let mix_res = r.read(8)? as u8 as i8 as i32;
-        let mut mode = [0u32; CHANNELS];
-        let mut quant = [0u32; CHANNELS];
-        let mut pb_factor = [0u32; CHANNELS];
-        let mut coefs = [[0i16; 32]; CHANNELS];
-        let mut order = [0usize; CHANNELS];
-        for c in 0..n {
-            let (Some(m), Some(q), Some(p), Some(o), Some(cs)) = (
-                mode.get_mut(c),
-                quant.get_mut(c),
-                pb_factor.get_mut(c),
-                order.get_mut(c),
-                coefs.get_mut(c),
-            ) else {
-                return Err(Invalid);
-            };
-            *m = r.read(4)?;
-            *q = r.read(4)?;
-            *p = r.read(3)?;
-            *o = r.read(5)? as usize;
-            // Stored last coefficient first.
-            for k in cs.iter_mut().take(*o).rev() {
-                *k = r.read(16)? as u16 as i16;
-            }
+        let mut heads = [Predictor::default(); CHANNELS];
+        for h in heads.iter_mut().take(n) {
+            *h = Predictor::read(r)?;
         }
         // The low bytes of shifted samples follow all headers; the residuals come after them.
         let mut low = r.clone();
         r.skip(shift as usize * frames * n)?;
 
         let AlacParams { pb, mb, kb, .. } = self.params;
-        for (c, mix) in self.mix.iter_mut().enumerate().take(n) {
+        for (h, mix) in heads.iter_mut().zip(self.mix.iter_mut()).take(n) {
             let buf = mix.get_mut(..frames).ok_or(Invalid)?;
-            let factor = pb_factor.get(c).copied().unwrap_or(0);
-            let hist_mult = u32::from(pb) * factor / 4;
+            let hist_mult = u32::from(pb) * h.pb_factor / 4;
             rice_decode(r, buf, bits, u32::from(mb), hist_mult, u32::from(kb))?;
-            let m = mode.get(c).copied().unwrap_or(0);
-            let o = order.get(c).copied().unwrap_or(0);
-            let q = quant.get(c).copied().unwrap_or(0);
-            if m != 0 {
+            if h.mode != 0 {
                 // Apple's decoder: any mode but 0 (encoders use 15) adds this pass.
                 first_difference(buf, bits);
             }
-            match coefs.get_mut(c).and_then(|cs| cs.get_mut(..o)) {
+            match h.order {
                 // Apple's "numactive == 0": the residuals are the samples.
-                _ if o == 0 => {}
+                0 => {}
                 // ... and "numactive == 31": first differences only.
-                _ if o == 31 => first_difference(buf, bits),
-                Some(cs) => predict(buf, bits, cs, q),
-                None => return Err(Invalid),
+                31 => first_difference(buf, bits),
+                o => {
+                    let cs = h.coefs.get_mut(..o).ok_or(Invalid)?;
+                    predict(buf, bits, cs, h.quant);
+                }
             }
         }
 
@@ -314,6 +289,38 @@ impl AlacDecoder {
             }
         }
         Ok(frames)
+    }
+}
+
+/// One channel's prediction header in a compressed element.
+#[derive(Clone, Copy, Default)]
+struct Predictor {
+    /// Prediction mode (0, or 15 for a first-difference pass before the predictor).
+    mode: u32,
+    /// The coefficients' fixed-point shift (`denShift`).
+    quant: u32,
+    /// Rice history multiplier factor (`pbFactor`), times `pb / 4`.
+    pb_factor: u32,
+    /// LPC order (`numActive`), 0..=31.
+    order: usize,
+    /// The coefficients, oldest sample's first.
+    coefs: [i16; 32],
+}
+
+impl Predictor {
+    fn read(r: &mut Reader) -> R<Self> {
+        let mut p = Predictor {
+            mode: r.read(4)?,
+            quant: r.read(4)?,
+            pb_factor: r.read(3)?,
+            order: r.read(5)? as usize,
+            coefs: [0; 32],
+        };
+        // Stored last coefficient first.
+        for k in p.coefs.iter_mut().take(p.order).rev() {
+            *k = r.read(16)? as u16 as i16;
+        }
+        Ok(p)
     }
 }
 
@@ -431,15 +438,24 @@ fn predict(buf: &mut [i32], bits: u32, coefs: &mut [i16], quant: u32) {
 
 /// Reads big-endian bit fields; nothing past the end of the packet is ever taken.
 #[derive(Clone)]
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     /// Bits read so far.
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Bits read so far.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
+    }
+
     /// Bits not yet read.
-    fn left(&self) -> usize {
+    pub(super) fn left(&self) -> usize {
         (self.buf.len() * 8).saturating_sub(self.pos)
     }
 
@@ -464,7 +480,7 @@ impl Reader<'_> {
     }
 
     /// The next `n` bits (0..=32).
-    fn read(&mut self, n: u32) -> R<u32> {
+    pub(super) fn read(&mut self, n: u32) -> R<u32> {
         if n == 0 {
             return Ok(0);
         }

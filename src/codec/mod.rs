@@ -110,27 +110,6 @@ impl Decoder {
     }
 }
 
-/// Reads big-endian bit fields.
-struct Bits<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    fn read(&mut self, n: usize) -> Option<u32> {
-        if self.pos + n > self.buf.len() * 8 {
-            return None;
-        }
-        let mut v = 0u32;
-        for _ in 0..n {
-            let bit = (*self.buf.get(self.pos / 8)? >> (7 - self.pos % 8)) & 1;
-            v = v << 1 | bit as u32;
-            self.pos += 1;
-        }
-        Some(v)
-    }
-}
-
 /// Decodes an ALAC packet whose first element is an *uncompressed* (escape) 16-bit stereo
 /// element: the header (tag `ID_CPE`, element instance, 12 unused bits, has-size, shift 0,
 /// escape), an optional 32-bit frame count, then the samples, interleaved left/right, 16 bits
@@ -144,21 +123,18 @@ impl Bits<'_> {
 /// the `alac` crate, where it decodes the packet at all) gives. Follows Apple's
 /// `ALACDecoder::Decode` (`escapeFlag` branch, the ALAC source release of 2011).
 fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<usize> {
-    let mut b = Bits {
-        buf: payload,
-        pos: 0,
-    };
-    let tag = b.read(3)?;
-    let _instance = b.read(4)?;
-    let unused = b.read(12)?;
-    let has_size = b.read(1)?;
-    let shift = b.read(2)?;
-    let escape = b.read(1)?;
+    let mut b = alac::Reader::new(payload);
+    let tag = b.read(3).ok()?;
+    let _instance = b.read(4).ok()?;
+    let unused = b.read(12).ok()?;
+    let has_size = b.read(1).ok()?;
+    let shift = b.read(2).ok()?;
+    let escape = b.read(1).ok()?;
     if tag != 1 || unused != 0 || shift != 0 || escape != 1 {
         return None;
     }
     let frames = if has_size == 1 {
-        b.read(32)?
+        b.read(32).ok()?
     } else {
         max_frames
     };
@@ -167,13 +143,13 @@ fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<u
     }
     let out = out.get_mut(..frames as usize * 2)?;
     // Every sample must be present.
-    if b.pos + frames as usize * 32 > payload.len() * 8 {
+    if b.left() < frames as usize * 32 {
         return None;
     }
     // Samples are 16 bits, so each starts at the same bit within its byte: sample i is bits
     // `bit..bit + 16` of the 24 bits from byte `first + 2 i` on. The third byte is missing only
     // for the last sample of a byte-aligned run, whose bits it does not hold then.
-    let (first, bit) = (b.pos / 8, b.pos % 8);
+    let (first, bit) = (b.pos() / 8, b.pos() % 8);
     let byte = |i: usize| u32::from(payload.get(i).copied().unwrap_or(0));
     for (i, o) in out.iter_mut().enumerate() {
         let at = first + 2 * i;
