@@ -58,41 +58,72 @@ pub struct AlacParams {
     kb: u8,
 }
 
+/// Why an `a=fmtp` line is refused: malformed (RTSP `400`), or a format RAOP does not carry
+/// (`415`). The text names the parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FmtpError {
+    Malformed(String),
+    Unsupported(String),
+}
+
+impl std::fmt::Display for FmtpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FmtpError::Malformed(m) | FmtpError::Unsupported(m) => f.write_str(m),
+        }
+    }
+}
+
 impl AlacParams {
     /// Reads the eleven numbers after the payload type in `a=fmtp:96 ...` (frameLength
     /// compatibleVersion bitDepth pb mb kb numChannels maxRun maxFrameBytes avgBitRate
-    /// sampleRate, as in Apple's `ALACSpecificConfig`). Errors name the first parameter that
-    /// is missing, not a number, out of range, or of a format RAOP does not carry (bit depth
-    /// other than 16, channels other than 2, sample rate other than [`crate::RATE`]).
-    pub fn from_fmtp(params: &str) -> Result<Self, String> {
-        let mut v = [0u32; 11];
-        let mut it = params.split_whitespace();
-        for (i, slot) in v.iter_mut().enumerate() {
-            let s = it
-                .next()
-                .ok_or_else(|| format!("ALAC fmtp needs 11 parameters, got {i}"))?;
-            *slot = s
-                .parse()
-                .map_err(|_| format!("ALAC fmtp parameter {} is not a number", i + 1))?;
-        }
-        if it.next().is_some() {
-            return Err("ALAC fmtp has more than 11 parameters".into());
-        }
-        let [frame_length, _, depth, pb, mb, kb, channels, _, _, _, rate] = v;
+    /// sampleRate, as in Apple's `ALACSpecificConfig`): the one check of an ALAC format, at
+    /// ANNOUNCE (`rtsp::sdp`) and again when the stream's decoder is built. Checked in this
+    /// order: eleven parameters; frameLength, bitDepth, numChannels and sampleRate numbers;
+    /// 16-bit stereo at [`crate::RATE`] and 1..=352 frames ([`FmtpError::Unsupported`]); the
+    /// other parameters numbers, `pb` and `mb` 0..=255, `kb` 1..=31.
+    pub fn from_fmtp(params: &str) -> Result<Self, FmtpError> {
+        let malformed = |m: String| FmtpError::Malformed(m);
+        let f: Vec<&str> = params.split_whitespace().collect();
+        let &[frames, _, depth, _, _, _, channels, _, _, _, rate] = f.as_slice() else {
+            return Err(malformed(format!(
+                "ALAC fmtp needs 11 parameters, got {}",
+                f.len()
+            )));
+        };
+        let num = |i: usize, v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| malformed(format!("ALAC fmtp parameter {} is not a number", i + 1)))
+        };
+        let (frame_length, depth, channels, rate) = (
+            num(0, frames)?,
+            num(2, depth)?,
+            num(6, channels)?,
+            num(10, rate)?,
+        );
         if depth != BIT_DEPTH || channels as usize != CHANNELS || rate != crate::RATE {
-            return Err(format!(
-                "unsupported ALAC format {depth}-bit {channels} ch {rate} Hz"
-            ));
+            return Err(FmtpError::Unsupported(format!(
+                "unsupported ALAC format {depth}-bit {channels} ch {rate} Hz (only 16-bit stereo \
+                 {} Hz)",
+                crate::RATE
+            )));
         }
         if frame_length == 0 || frame_length > MAX_FRAMES_PER_PACKET {
-            return Err(format!("unsupported ALAC frame length {frame_length}"));
+            return Err(FmtpError::Unsupported(format!(
+                "unsupported ALAC frame length {frame_length} (at most {MAX_FRAMES_PER_PACKET})"
+            )));
         }
+        let mut v = [0u32; 11];
+        for (i, (slot, s)) in v.iter_mut().zip(&f).enumerate() {
+            *slot = num(i, s)?;
+        }
+        let [_, _, _, pb, mb, kb, ..] = v;
         let byte = |x: u32, name: &str| {
-            u8::try_from(x).map_err(|_| format!("ALAC {name} {x} out of range"))
+            u8::try_from(x).map_err(|_| malformed(format!("ALAC {name} {x} out of range")))
         };
         let (pb, mb, kb) = (byte(pb, "pb")?, byte(mb, "mb")?, byte(kb, "kb")?);
         if !(1..=31).contains(&kb) {
-            return Err(format!("ALAC kb {kb} out of range (1..=31)"));
+            return Err(malformed(format!("ALAC kb {kb} out of range (1..=31)")));
         }
         Ok(AlacParams {
             frame_length,
@@ -100,6 +131,11 @@ impl AlacParams {
             mb,
             kb,
         })
+    }
+
+    /// Frames per packet (`frameLength`), 1..=352.
+    pub fn frame_length(&self) -> u32 {
+        self.frame_length
     }
 }
 
@@ -127,7 +163,7 @@ impl AlacDecoder {
 
     /// Frames per packet of the stream (a packet may hold fewer).
     pub fn frame_length(&self) -> u32 {
-        self.params.frame_length
+        self.params.frame_length()
     }
 
     /// Decodes one packet into `out` as interleaved left/right samples; returns the number

@@ -74,7 +74,7 @@ impl Decoder {
     pub fn new(format: &StreamFormat) -> Result<Self, String> {
         match &format.codec {
             Codec::Alac { fmtp } => {
-                let params = AlacParams::from_fmtp(fmtp)?;
+                let params = AlacParams::from_fmtp(fmtp).map_err(|e| e.to_string())?;
                 Ok(Decoder::Alac(Box::new(AlacDecoder::new(params))))
             }
             Codec::L16 => Ok(Decoder::L16),

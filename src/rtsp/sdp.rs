@@ -2,6 +2,7 @@
 //! with a reason, rather than failing later on the audio path.
 
 use crate::clock::MAX_LATENCY_FRAMES;
+use crate::codec::alac::{AlacParams, FmtpError};
 use crate::codec::{Codec, StreamFormat, MAX_FRAMES_PER_PACKET};
 use crate::RATE;
 
@@ -154,45 +155,18 @@ pub fn parse_announce(body: &[u8]) -> Result<Announce, SdpError> {
 }
 
 /// Validates ALAC parameters (frameLength compatibleVersion bitDepth pb mb kb
-/// numChannels maxRun maxFrameBytes avgBitRate sampleRate).
+/// numChannels maxRun maxFrameBytes avgBitRate sampleRate) with the decoder's own check
+/// ([`AlacParams::from_fmtp`]): `400` when malformed, `415` for a format RAOP does not carry.
 fn alac_format(params: &str) -> Result<StreamFormat, SdpError> {
-    let f: Vec<&str> = params.split_whitespace().collect();
-    let &[frames, _, depth, _, _, _, channels, _, _, _, rate] = f.as_slice() else {
-        return Err(refuse(
-            400,
-            format!("ALAC fmtp needs 11 parameters, got {}", f.len()),
-        ));
-    };
-    let num = |i: usize, v: &str| {
-        v.parse::<u32>().map_err(|_| {
-            refuse(
-                400,
-                format!("ALAC fmtp parameter {} is not a number", i + 1),
-            )
-        })
-    };
-    let (frames, depth, channels, rate) = (
-        num(0, frames)?,
-        num(2, depth)?,
-        num(6, channels)?,
-        num(10, rate)?,
-    );
-    if depth != 16 || channels != 2 || rate != RATE {
-        return Err(refuse(415, format!("unsupported ALAC format {depth}-bit {channels} ch {rate} Hz (only 16-bit stereo {RATE} Hz)")));
-    }
-    if frames == 0 || frames > MAX_FRAMES_PER_PACKET {
-        return Err(refuse(
-            415,
-            format!("unsupported ALAC frame length {frames} (at most {MAX_FRAMES_PER_PACKET})"),
-        ));
-    }
-    crate::codec::alac::AlacParams::from_fmtp(params)
-        .map_err(|e| refuse(400, format!("bad ALAC fmtp: {e}")))?;
+    let p = AlacParams::from_fmtp(params).map_err(|e| match e {
+        FmtpError::Malformed(m) => refuse(400, m),
+        FmtpError::Unsupported(m) => refuse(415, m),
+    })?;
     Ok(StreamFormat {
         codec: Codec::Alac {
             fmtp: params.to_string(),
         },
-        frames_per_packet: frames,
+        frames_per_packet: p.frame_length(),
     })
 }
 
