@@ -8,8 +8,15 @@
 //! [`JitterBuffer::poll_timeout`].
 //!
 //! Sequence numbers and timestamps come off the network: no panic on input (issue 11). Slots
-//! are reached through `slot` and `slot_mut`, whose index is masked to the slice's
-//! power-of-two length.
+//! are reached through `slot` and `slot_mut`, which give nothing for a sequence number outside
+//! the window the buffer holds.
+//!
+//! The slots are a ring: the packet `d` after the one playing (`read_seq`) lives `d` slots
+//! after `read_pos`, wrapping at the ring's length. Indexing relative to the read point (rather
+//! than `seq % len` or `seq & mask`) lets the ring be exactly as long as the latency needs:
+//! 16-bit sequence numbers wrap at 65,536, which a ring of any other length than a power of
+//! two does not divide, and a power of two would round 376 packets (3 s) up to 512, 190 KB
+//! of PCM more (issue 10's memory goal).
 #![cfg_attr(
     not(test),
     deny(
@@ -87,11 +94,12 @@ pub enum Next {
 }
 
 pub struct JitterBuffer {
-    mask: usize,
     slots: Box<[Slot]>,
     pcm: Box<[i16]>,
     /// Next sequence number to play, and frames of it already played.
     read_seq: u16,
+    /// The slot of `read_seq` (`< slots.len()`).
+    read_pos: usize,
     read_offset: usize,
     /// Highest sequence number received (or implied by RECORD).
     highest: u16,
@@ -125,18 +133,18 @@ fn ts_before(a: u32, b: u32) -> bool {
 }
 
 impl JitterBuffer {
-    /// A buffer with room for at least `frames` of audio (rounded up to a power of two
-    /// of packets). Allocated once; reused for every session.
+    /// A buffer with room for at least `frames` of audio: that many frames rounded up to
+    /// whole packets of [`crate::codec::MAX_FRAMES_PER_PACKET`], at least 16 and at most
+    /// 16,384 packets. Allocated once; reused for every session.
     pub fn with_capacity_frames(frames: usize) -> Self {
         let packets = frames
             .div_ceil(crate::codec::MAX_FRAMES_PER_PACKET as usize)
-            .clamp(16, 16384)
-            .next_power_of_two();
+            .clamp(16, 16384);
         JitterBuffer {
-            mask: packets - 1,
             slots: vec![Slot::default(); packets].into_boxed_slice(),
             pcm: vec![0; packets * MAX_SAMPLES_PER_PACKET].into_boxed_slice(),
             read_seq: 0,
+            read_pos: 0,
             read_offset: 0,
             highest: 0,
             started: false,
@@ -169,18 +177,27 @@ impl JitterBuffer {
         std::mem::size_of_val(&*self.pcm) + std::mem::size_of_val(&*self.slots)
     }
 
-    /// The slot of `seq`. Always present: `mask` is the slice's length − 1, a power of two, so
-    /// the default is never returned.
+    /// The index of `seq`'s slot, if `seq` is in the window held: from `read_seq` to
+    /// `read_seq + capacity - 1`.
+    fn index(&self, seq: u16) -> Option<usize> {
+        let len = self.slots.len();
+        let ahead = seq.wrapping_sub(self.read_seq) as usize;
+        (ahead < len).then(|| (self.read_pos + ahead) % len)
+    }
+
+    /// The slot of `seq`; an empty one outside the window (its `seq` never matches a
+    /// sequence number the caller asks about, as `filled` and `missing` are false).
     fn slot(&self, seq: u16) -> Slot {
-        self.slots
-            .get(seq as usize & self.mask)
+        self.index(seq)
+            .and_then(|i| self.slots.get(i))
             .copied()
             .unwrap_or_default()
     }
 
-    /// The slot of `seq`, writable. Always `Some` (see [`Self::slot`]).
+    /// The slot of `seq`, writable; `None` outside the window.
     fn slot_mut(&mut self, seq: u16) -> Option<&mut Slot> {
-        self.slots.get_mut(seq as usize & self.mask)
+        let i = self.index(seq)?;
+        self.slots.get_mut(i)
     }
 
     /// Empties the buffer for a new stream.
@@ -217,20 +234,28 @@ impl JitterBuffer {
             self.reset(fpp);
             return;
         };
+        let len = self.slots.len();
         let mut highest = seq.wrapping_sub(1);
-        for slot in self.slots.iter_mut() {
+        // Kept slots stay where they are: the new read point's slot is where `seq` sits in
+        // the old ring. A kept packet is in both windows, so it is `k` further from the old
+        // read point than from the new one, one `k` for all of them.
+        let mut read_pos = None;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
             let keep = slot.filled
                 && !ts_before(slot.ts, ts)
                 && seq_diff(slot.seq, seq) >= 0
-                && (seq_diff(slot.seq, seq) as usize) <= self.mask;
+                && (seq_diff(slot.seq, seq) as usize) < len;
             if keep {
                 if seq_diff(slot.seq, highest) > 0 {
                     highest = slot.seq;
                 }
+                let behind = slot.seq.wrapping_sub(seq) as usize % len;
+                read_pos.get_or_insert((i + len - behind) % len);
             } else {
                 *slot = Slot::default();
             }
         }
+        self.read_pos = read_pos.unwrap_or(0);
         self.started = true;
         self.read_seq = seq;
         self.read_offset = 0;
@@ -270,7 +295,7 @@ impl JitterBuffer {
             self.last_late = Some((seq, ts));
             return Insert::Late;
         }
-        if ahead as usize > self.mask {
+        if ahead as usize >= self.slots.len() {
             // The stream jumped further than the buffer holds (sender restarted without
             // FLUSH): start again from this packet rather than drop the stream forever.
             self.stats.resyncs += 1;
@@ -279,7 +304,9 @@ impl JitterBuffer {
             self.start_at(seq);
             return self.insert(seq, ts, now);
         }
-        let idx = seq as usize & self.mask;
+        let Some(idx) = self.index(seq) else {
+            return Insert::Late;
+        };
         let slot = self.slot(seq);
         if slot.seq == seq && slot.filled {
             self.stats.duplicates += 1;
@@ -372,7 +399,7 @@ impl JitterBuffer {
     /// Copies up to `out.len() / 2` frames of the next packet into `out`; returns frames
     /// copied. Only whole-slot audio: call after `peek()` returned `Audio`.
     pub fn read(&mut self, out: &mut [i16]) -> usize {
-        let idx = self.read_seq as usize & self.mask;
+        let idx = self.read_pos;
         let slot = self.slot(self.read_seq);
         if !(slot.filled && slot.seq == self.read_seq) {
             return 0;
@@ -410,6 +437,7 @@ impl JitterBuffer {
             slot.missing = false;
         }
         self.read_seq = self.read_seq.wrapping_add(1);
+        self.read_pos = (self.read_pos + 1) % self.slots.len().max(1);
         self.read_offset = 0;
         if seq_diff(self.read_seq, self.highest) > 1 {
             // Playing ahead of anything received (sender paused): keep `highest` just
@@ -639,10 +667,77 @@ mod tests {
         assert_eq!(rest[0], 7i16.wrapping_add(200));
     }
 
+    /// A ring of 17 packets (no power of two, so 65,536 is no multiple of it) carried
+    /// twice across the sequence number's wrap, packets arriving up to 16 ahead and swapped in
+    /// pairs: every packet plays in order, none lost, none refused.
+    #[test]
+    fn ring_of_any_length_across_sequence_wraps() {
+        let mut b = JitterBuffer::with_capacity_frames(352 * 16 + 1);
+        assert_eq!(b.capacity_packets(), 17);
+        b.reset(352);
+        let first = 65_000u16;
+        b.start_at(first);
+        let total = 140_000u32;
+        let mut sent = 0u32;
+        let mut played = 0u32;
+        while played < total {
+            // Keep 16 ahead of the read point, sending odd/even pairs swapped.
+            while sent < total && sent < played + 16 {
+                let pair = sent ^ 1;
+                let n = if pair < total { pair } else { sent };
+                let seq = first.wrapping_add(n as u16);
+                assert!(matches!(put(&mut b, seq, 0), Insert::Slot(_)), "{n}");
+                sent += 1;
+            }
+            let want = first.wrapping_add(played as u16);
+            assert_eq!(play_packet(&mut b), Some(want as i16), "packet {played}");
+            played += 1;
+        }
+        assert_eq!((b.stats.lost, b.stats.late, b.stats.duplicates), (0, 0, 0));
+    }
+
+    /// FLUSH keeping packets that came before it, with the read point anywhere in a ring of
+    /// 17: the kept packets are found where they were written, new ones fill in around them.
+    #[test]
+    fn flush_keeps_packets_wherever_the_ring_stands() {
+        // Packet n of the test: sequence number 65,530 + n (wrapping), timestamp n * 352.
+        let base = 65_530u16;
+        let put_n = |b: &mut JitterBuffer, n: u16| {
+            let seq = base.wrapping_add(n);
+            if let Insert::Slot(i) = b.insert(seq, n as u32 * 352, 0) {
+                b.slot_pcm(i).fill(seq as i16);
+                b.commit(i, 352);
+            }
+        };
+        for played in 0..40u16 {
+            let mut b = JitterBuffer::with_capacity_frames(352 * 16 + 1);
+            b.reset(352);
+            for n in 0..played {
+                put_n(&mut b, n);
+                play_packet(&mut b);
+            }
+            put_n(&mut b, played); // old audio, flushed away
+            let resume = played + 5;
+            put_n(&mut b, resume + 2); // new audio that came before the FLUSH
+            put_n(&mut b, resume + 4);
+            b.flush(Some((base.wrapping_add(resume), resume as u32 * 352)));
+            for i in [0, 1, 3, 5, 6] {
+                put_n(&mut b, resume + i);
+            }
+            for i in 0..7 {
+                let want = base.wrapping_add(resume + i);
+                assert_eq!(play_packet(&mut b), Some(want as i16), "{played}: {i}");
+            }
+            assert_eq!(b.stats.lost, 0);
+        }
+    }
+
     #[test]
     fn memory_is_reported() {
         let b = JitterBuffer::with_capacity_frames(88200 + 44100);
-        assert_eq!(b.capacity_packets(), 512);
-        assert!(b.memory_bytes() >= 512 * 704 * 2);
+        // 3 s: 375.8 packets, whole packets, no rounding to a power of two.
+        assert_eq!(b.capacity_packets(), 376);
+        assert!(b.memory_bytes() >= 376 * 704 * 2);
+        assert!(b.memory_bytes() < 376 * (704 * 2 + 64));
     }
 }
