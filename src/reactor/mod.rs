@@ -239,14 +239,16 @@ impl Reactor {
             // Oneshot: the descriptor is disarmed now.
             st.armed = 0;
             let err = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-            let mut wake = Vec::with_capacity(2);
+            // Woken after the borrow ends (a waker may poll this source again); no
+            // allocation per event.
+            let mut wake: [Option<Waker>; 2] = [None, None];
             if bits & ((libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLPRI) as u32 | err) != 0 {
                 st.readable = true;
-                wake.extend(st.read_waker.take());
+                wake[0] = st.read_waker.take();
             }
             if bits & (libc::EPOLLOUT as u32 | err) != 0 {
                 st.writable = true;
-                wake.extend(st.write_waker.take());
+                wake[1] = st.write_waker.take();
             }
             let rest = st.read_waker.is_some() || st.write_waker.is_some();
             drop(st);
@@ -254,7 +256,7 @@ impl Reactor {
                 // Interest in the other direction is still there.
                 let _ = self.rearm(&source);
             }
-            for w in wake {
+            for w in wake.into_iter().flatten() {
                 w.wake();
             }
         }
