@@ -174,16 +174,27 @@ impl Dest {
         }
         let total = samples.len() * 2;
         let mut sent = 0;
-        for chunk in samples.chunks(CHUNK_FRAMES * CHANNELS) {
-            let bytes = &mut scratch[..chunk.len() * 2];
-            for (dst, s) in bytes.chunks_exact_mut(2).zip(chunk) {
-                // Byte by byte: a two-byte `copy_from_slice` is a call to `memcpy` per
-                // sample at the release profile's `opt-level = "z"`.
-                if let [lo, hi] = dst {
-                    [*lo, *hi] = s.to_le_bytes();
+        // A little-endian machine's samples are S16LE already: written as they are, in one
+        // write(2). Big-endian ones are converted a scratch buffer at a time.
+        let per_write = match le_bytes(samples) {
+            Some(_) => samples.len().max(1),
+            None => CHUNK_FRAMES * CHANNELS,
+        };
+        for chunk in samples.chunks(per_write) {
+            let bytes = match le_bytes(chunk) {
+                Some(bytes) => bytes,
+                None => {
+                    let bytes = &mut scratch[..chunk.len() * 2];
+                    for (dst, s) in bytes.chunks_exact_mut(2).zip(chunk) {
+                        // Byte by byte: a two-byte `copy_from_slice` is a call to `memcpy`
+                        // per sample at the release profile's `opt-level = "z"`.
+                        if let [lo, hi] = dst {
+                            [*lo, *hi] = s.to_le_bytes();
+                        }
+                    }
+                    &scratch[..chunk.len() * 2]
                 }
-            }
-            let bytes = &scratch[..chunk.len() * 2];
+            };
             let result = self.send(bytes);
             let n = match result {
                 Ok(n) => n,
@@ -234,6 +245,19 @@ impl Dest {
         }
         Ok(off)
     }
+}
+
+/// `samples` as S16LE bytes without a copy, on a little-endian machine; `None` on a big-endian
+/// one, where the bytes must be swapped.
+fn le_bytes(samples: &[i16]) -> Option<&[u8]> {
+    // SAFETY: an i16 slice is `2 * len` initialised bytes with no padding, and u8 needs no
+    // alignment; the bytes borrow `samples`.
+    cfg!(target_endian = "little").then(|| unsafe {
+        std::slice::from_raw_parts(
+            samples.as_ptr().cast::<u8>(),
+            std::mem::size_of_val(samples),
+        )
+    })
 }
 
 fn open_fifo(path: &Path) -> io::Result<File> {
