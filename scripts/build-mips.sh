@@ -9,8 +9,10 @@
 #
 # Targets: mips-unknown-linux-gnu, mipsel-unknown-linux-gnu (Debian cross gcc, glibc, for
 # tests), mips-unknown-linux-musl, mipsel-unknown-linux-musl (static, soft-float, for OpenWrt
-# ath79 / ramips). Settings (linker, rustflags, pkg-config) live in .cargo/config.toml; this
-# script adds what cannot live there: RUSTC_BOOTSTRAP=1 and -Zbuild-std (tier-3 targets).
+# ath79 / ramips); and, only when named, x86_64-unknown-linux-musl (the musl targets'
+# settings on the host's architecture, to measure natively). Settings (linker, rustflags,
+# pkg-config) live in .cargo/config.toml; this script adds what cannot live there:
+# RUSTC_BOOTSTRAP=1 and -Zbuild-std (tier-3 targets).
 # Runs scripts/setup-mips.sh first, which is a no-op (about a second) once set up.
 # Honours CARGO_TARGET_DIR. Env: MIPS_BUILD_SEPARATE=1 builds the targets one cargo run at a
 # time (per-target timings) instead of in one run (better use of both cores during LTO).
@@ -37,13 +39,13 @@ while [ $# -gt 0 ]; do
     --) shift; cargo_args=("$@"); break ;;
     --openwrt-flags) openwrt=1; shift ;;
     --dynamic) dynamic=1; shift ;;
-    -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) mips_check_target "$1"; targets+=("$1"); shift ;;
   esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=("${MIPS_TARGETS[@]}")
 
-"$MIPS_REPO_ROOT/scripts/setup-mips.sh"
+"$MIPS_REPO_ROOT/scripts/setup-mips.sh" "${targets[@]}"
 
 cd "$MIPS_REPO_ROOT"
 export RUSTC_BOOTSTRAP=1

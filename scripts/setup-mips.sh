@@ -188,6 +188,8 @@ build_alsa() {
       host=mips-linux-musl; cc="$MIPS_REPO_ROOT/scripts/zigcc-mips-musl"; ar=mips-linux-gnu-ar; ranlib=mips-linux-gnu-ranlib ;;
     mipsel-unknown-linux-musl)
       host=mipsel-linux-musl; cc="$MIPS_REPO_ROOT/scripts/zigcc-mipsel-musl"; ar=mipsel-linux-gnu-ar; ranlib=mipsel-linux-gnu-ranlib ;;
+    x86_64-unknown-linux-musl)
+      host=x86_64-linux-musl; cc="$MIPS_REPO_ROOT/scripts/zigcc-x86_64-musl"; ar=x86_64-linux-gnu-ar; ranlib=x86_64-linux-gnu-ranlib ;;
     *) mips_die "no alsa-lib build for $target" ;;
   esac
   src="$(alsa_src_dir)"
@@ -357,6 +359,12 @@ main() {
     build_alsa "$t" shared
   done
   setup_alsa_qemu_conf
+  # Targets named on the command line beyond the MIPS ones (scripts/build-mips.sh passes
+  # $MIPS_HOST_TARGET when asked to build it): their static alsa-lib.
+  local t
+  for t in "$@"; do
+    if [ "$t" = "$MIPS_HOST_TARGET" ]; then build_alsa "$t"; fi
+  done
   command -v qemu-mips >/dev/null && command -v qemu-mipsel >/dev/null || mips_die "qemu-mips/qemu-mipsel missing"
   mips_log "MIPS setup complete in $((SECONDS - t0))s (cache: $MIPS_CACHE)"
 }
