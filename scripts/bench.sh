@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench.sh [--seconds N] [--idle-seconds N] [--smoke] [--mips] [--mips-targets "T..."]
-#          [--tracer perf|strace|none] [--keep]
+#          [--no-static] [--tracer perf|strace|none] [--keep]
 #
 # What raopd costs against shairport-sync (Debian 12's package) for the same job, measured in one
 # run, in one private network namespace with loopback only:
@@ -13,6 +13,11 @@
 #            (L16, unencrypted), one session at a time: CPU seconds (user + sys), peak RSS during
 #            the session, syscalls per audio packet and the most frequent syscalls, and raopd's
 #            CPU per thread (from /proc/PID/task/*: the async-io helper thread's share shows);
+#   static   the same two streams into raopd linked as the firmware links it (static musl with
+#            alsa-lib inside, std built with panic_abort; scripts/build-mips.sh
+#            x86_64-unknown-linux-musl), run natively: what a board's raopd costs, without the
+#            glibc, libm and libasound pages that a Debian build maps (about 2 MiB of its
+#            RSS, shared with every other process using them); untraced, CPU and peak RSS;
 #   --mips   the same two streams into the MIPS release builds under qemu-user (default target
 #            mipsel-unknown-linux-musl, the ramips build; scripts/build-mips.sh builds them):
 #            guest instructions per minute of audio when qemu's TCG plugin `libinsn.so` is
@@ -35,7 +40,9 @@
 # with avahi (its only mDNS backend: a private dbus-daemon and avahi-daemon run in the
 # namespace); raopd answers mDNS itself, so its figures include its responder.
 #
-#   --smoke          5 s streams, 5 s idle, no MIPS: checks that the whole bench works (~2 min)
+#   --smoke          5 s streams, 5 s idle, no MIPS, no static build: checks that the whole
+#                    bench works (~2 min)
+#   --no-static      skip the static musl build and its streams
 #   --tracer T       perf, strace or none (default: perf when it counts tracepoints here)
 #   --keep           keep the scratch directory (logs, perf output, captured audio); it is also
 #                    kept when the bench fails
@@ -47,7 +54,7 @@
 # exits, however it exits. Env: RAOPD_TEST_VENV (pyatv venv), CARGO_TARGET_DIR.
 set -euo pipefail
 
-SECS=60 IDLE=60 MIPS=0 KEEP=0 TRACER=
+SECS=60 IDLE=60 MIPS=0 KEEP=0 TRACER= STATIC=1
 MIPS_TARGETS=(mipsel-unknown-linux-musl)
 die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
 log() { printf '\033[1m[bench +%ss]\033[0m %s\n' "$SECONDS" "$*" >&2; }
@@ -57,7 +64,8 @@ while [ $# -gt 0 ]; do
   case $1 in
     --seconds) SECS=${2:-}; shift 2 ;;
     --idle-seconds) IDLE=${2:-}; shift 2 ;;
-    --smoke) SECS=5 IDLE=5 MIPS=0; shift ;;
+    --smoke) SECS=5 IDLE=5 MIPS=0 STATIC=0; shift ;;
+    --no-static) STATIC=0; shift ;;
     --mips) MIPS=1; shift ;;
     --mips-targets) read -r -a MIPS_TARGETS <<< "${2:-}"; MIPS=1; shift 2 ;;
     --tracer) TRACER=${2:-}; shift 2 ;;
@@ -77,7 +85,8 @@ target_dir=${CARGO_TARGET_DIR:-$repo/target}
 case $target_dir in /*) ;; *) target_dir=$repo/$target_dir ;; esac
 
 # Ports: RTSP 5000-5002; UDP away from 6001-6010, where module-raop-sink binds its own.
-SP_PORT=5000 SP_UDP=6101 RD_PORT=5001 RD_UDP=6201 MI_PORT=5002 MI_UDP=6301
+SP_PORT=5000 SP_UDP=6101 RD_PORT=5001 RD_UDP=6201 MI_PORT=5002 MI_UDP=6301 ST_PORT=5003 ST_UDP=6401
+STATIC_TARGET=x86_64-unknown-linux-musl
 BYTES_PER_SEC=176400 # S16LE, 44100 Hz, stereo
 
 # --- dependencies and builds ---------------------------------------------------------------------
@@ -103,6 +112,12 @@ log "building raopd (release)"
 cargo build --release --quiet --bin raopd || die "cargo build --release failed"
 RAOPD=$target_dir/release/raopd
 [ -x "$RAOPD" ] || die "no binary at $RAOPD"
+if [ "$STATIC" = 1 ]; then
+  log "building raopd as the firmware links it: $STATIC_TARGET (scripts/build-mips.sh)"
+  bash scripts/build-mips.sh "$STATIC_TARGET" >&2 || die "scripts/build-mips.sh $STATIC_TARGET failed"
+  RAOPD_STATIC=$target_dir/$STATIC_TARGET/release/raopd
+  [ -x "$RAOPD_STATIC" ] || die "no binary at $RAOPD_STATIC"
+fi
 if [ "$MIPS" = 1 ]; then
   log "building the MIPS targets: ${MIPS_TARGETS[*]} (scripts/build-mips.sh)"
   bash scripts/build-mips.sh "${MIPS_TARGETS[@]}" >&2 || die "scripts/build-mips.sh failed"
@@ -148,11 +163,13 @@ table inet raopdbench {
   counter shairport { }
   counter raopd { }
   counter mips { }
+  counter static { }
   chain input {
     type filter hook input priority 0; policy accept;
     udp dport $SP_UDP-$((SP_UDP + 9)) @th,73,7 96 counter name "shairport"
     udp dport $RD_UDP-$((RD_UDP + 99)) @th,73,7 96 counter name "raopd"
     udp dport $MI_UDP-$((MI_UDP + 99)) @th,73,7 96 counter name "mips"
+    udp dport $ST_UDP-$((ST_UDP + 99)) @th,73,7 96 counter name "static"
   }
 }
 EOF
@@ -403,7 +420,11 @@ def report(work):
         p(f"\n-- {label}: {secs} s of audio into each receiver --")
         p(f"{'receiver':<16}{'user s':>8}{'sys s':>8}{'CPU s':>8}{'peak RSS KiB':>14}{'packets':>9}"
           f"{'audio s':>9}{'syscalls':>10}{'/packet':>9}{'EAGAIN/pk' if tracer == 'perf' else 'failed/pk':>11}")
-        for name, ph, tr in (("raopd", rd, rdt), ("shairport-sync", sp, spt)):
+        st = phases.get(f"{sender}-static")
+        rows = [("raopd", rd, rdt), ("shairport-sync", sp, spt)]
+        if st:
+            rows.insert(1, ("raopd static", st, None))
+        for name, ph, tr in rows:
             tr = tr or {"packets": 0}
             p(f"{name:<16}{ph['user']:8.2f}{ph['sys']:8.2f}{ph['cpu']:8.2f}{ph['hwm_kib']:14d}"
               f"{ph['packets']:9d}{ph['bytes'] / 176400:9.1f}{fmt(tr.get('syscalls'), '10.0f')}"
@@ -411,6 +432,9 @@ def report(work):
         p(f"ratio raopd/shairport-sync: CPU {fmt(ratio(rd['cpu'], sp['cpu']), '.3f')}, "
           f"peak RSS {fmt(ratio(rd['hwm_kib'], sp['hwm_kib']), '.3f')}, syscalls/packet "
           f"{fmt(ratio(per_packet(rdt or {'packets': 0}, 'syscalls'), per_packet(spt or {'packets': 0}, 'syscalls')), '.3f')}")
+        if st:
+            p(f"ratio raopd static (musl, the firmware's linking)/shairport-sync: CPU "
+              f"{fmt(ratio(st['cpu'], sp['cpu']), '.3f')}, peak RSS {fmt(ratio(st['hwm_kib'], sp['hwm_kib']), '.3f')}")
         total = sum(t[2] for t in rd["threads"])
         p("  raopd per thread (tid name: CPU ms, share):  " + ";  ".join(
             f"{tid} {comm}: {ms:.0f} ms, {100 * ms / total if total else 0:.1f} %"
@@ -446,11 +470,18 @@ def report(work):
         p(f"{'met    ' if ok else 'unknown' if ok is None else 'NOT met'}  {text}: {value}")
     if "pulse" in streams:
         rd, sp, rdt, _ = streams["pulse"]
-        r = ratio(rd["cpu"], sp["cpu"])
-        goal("CPU per session of ALAC+RSA <= 0.15x shairport-sync's (openairplay1: 0.36x)",
-             fmt(r, ".3f", "x"), None if r is None else r <= 0.15)
-        r = ratio(rd["hwm_kib"], sp["hwm_kib"])
-        goal("peak RSS <= 0.15x shairport-sync's", fmt(r, ".3f", "x"), None if r is None else r <= 0.15)
+        st = phases.get("pulse-static")
+        builds = [("Debian build (glibc, dynamic)", rd)]
+        if st:
+            builds.append(("as the firmware links it (static musl)", st))
+        for what, ph in builds:
+            r = ratio(ph["cpu"], sp["cpu"])
+            goal(f"CPU per session of ALAC+RSA <= 0.15x shairport-sync's (openairplay1: 0.36x), {what}",
+                 fmt(r, ".3f", "x"), None if r is None else r <= 0.15)
+        for what, ph in builds:
+            r = ratio(ph["hwm_kib"], sp["hwm_kib"])
+            goal(f"peak RSS <= 0.15x shairport-sync's, {what}", fmt(r, ".3f", "x"),
+                 None if r is None else r <= 0.15)
         spp = per_packet(rdt, "syscalls") if rdt else None
         goal("<= 4 syscalls per audio packet (whole session, all threads)", fmt(spp, ".2f"),
              None if spp is None else spp <= 4)
@@ -478,6 +509,10 @@ def report(work):
         p(f"| peak RSS, {label} | {rd['hwm_kib'] / 1024:.1f} MiB | {sp['hwm_kib'] / 1024:.1f} MiB | {fmt(ratio(rd['hwm_kib'], sp['hwm_kib']), '.2f', '×')} |")
         p(f"| syscalls per audio packet, {label} | {fmt(a, '.1f')} | {fmt(b, '.1f')} | {fmt(ratio(a, b), '.2f', '×')} |")
         p(f"| raopd's helper thread(s), {label} | {rd['helper_share']:.1f} % of its CPU | | |")
+        st = phases.get(f"{sender}-static")
+        if st:
+            p(f"| CPU per {secs} s, {label}, raopd static (musl) | {st['cpu']:.2f} s | {sp['cpu']:.2f} s | {fmt(ratio(st['cpu'], sp['cpu']), '.2f', '×')} |")
+            p(f"| peak RSS, {label}, raopd static (musl) | {st['hwm_kib'] / 1024:.1f} MiB | {sp['hwm_kib'] / 1024:.1f} MiB | {fmt(ratio(st['hwm_kib'], sp['hwm_kib']), '.2f', '×')} |")
     r, s = idle_rows.get("raopd"), idle_rows.get("shairport")
     if r and s:
         p(f"| start-up CPU | {r['startup_ms']:.0f} ms | {s['startup_ms']:.0f} ms | {fmt(ratio(r['startup_ms'], s['startup_ms']), '.2f', '×')} |")
@@ -700,9 +735,23 @@ if [ "$TRACER" != none ]; then
   done
 fi
 
+# --- raopd linked as the firmware links it, natively ----------------------------------------------
+if [ "$STATIC" = 1 ]; then
+  stop_rx "$sp_pid" # shairport-sync's sessions are done: as quiet a machine as for the others
+  start_rx raopd-static "$ST_PORT" env RUST_LOG=info "$RAOPD_STATIC" --name bench-static \
+    --port "$ST_PORT" --udp-port-base "$ST_UDP" --output "pipe:$work/static.raw" \
+    --control-socket "$work/static.sock"
+  st_pid=$rx_pid
+  for sender in pulse pyatv; do
+    stream_phase "$sender-static" raopd-static "$sender" none "$st_pid" "$ST_PORT" static \
+      "$work/static.raw" "$work/raopd-static.log"
+  done
+  stop_rx "$st_pid"
+fi
+
 # --- MIPS under qemu-user ------------------------------------------------------------------------------
 if [ "$MIPS" = 1 ]; then
-  stop_rx "$sp_pid" # keep the machine quiet for the emulated daemon
+  stop_rx "$sp_pid" # keep the machine quiet for the emulated daemon (a no-op when stopped)
   plugin=$(dpkg -L qemu-user 2> /dev/null | grep -m1 '/libinsn\.so$' || true)
   if [ -n "$plugin" ]; then log "guest instructions counted with $plugin"; else
     log "qemu-user ships no libinsn.so here: reporting the qemu process's CPU time only"
