@@ -74,6 +74,20 @@ pub struct Daemon {
     started: Instant,
 }
 
+/// Frames the jitter buffer holds: the audio a sender sends ahead, which is played its
+/// latency after it is sent, plus 1 s for bursts and resends. The latency assumed is the
+/// larger of `--latency-ms` and 2 s (what every tested sender states; iTunes and AirPort-era
+/// senders too), plus the 11025 frames a receiver adds ([`crate::clock::AUDIO_LATENCY`]), plus
+/// a positive `--latency-offset-ms`, which holds every packet longer. A stated latency beyond
+/// that overflows the buffer, which then restarts at the newest packet (counted as a resync).
+fn buffer_frames(cfg: &Config) -> usize {
+    let rate = crate::RATE as usize;
+    let ms = |ms: u64| ms as usize * rate / 1000;
+    let latency = ms(cfg.latency.as_millis() as u64).max(2 * rate);
+    let offset = ms(cfg.latency_offset_ms.max(0) as u64);
+    latency + crate::clock::AUDIO_LATENCY as usize + offset + rate
+}
+
 impl Daemon {
     /// Builds the daemon around an opened sink; allocates the jitter buffer once.
     pub fn new(
@@ -82,9 +96,7 @@ impl Daemon {
         sink: Box<dyn Sink>,
         ex: Rc<LocalExecutor<'static>>,
     ) -> Rc<Self> {
-        let rate = crate::RATE as usize;
-        let latency_frames = cfg.latency.as_millis() as usize * rate / 1000;
-        let buffer = JitterBuffer::with_capacity_frames(latency_frames.max(2 * rate) + rate);
+        let buffer = JitterBuffer::with_capacity_frames(buffer_frames(&cfg));
         log::info!(
             "jitter buffer: {} packets, {} KiB",
             buffer.capacity_packets(),

@@ -76,11 +76,25 @@ fn stream_secs(
     extra: &[&str],
     noise_secs: f64,
 ) -> Run {
+    stream_tail(test, port, sender, output, extra, noise_secs, 3.0)
+}
+
+/// [`stream_secs`] with `tail_secs` of silence after the noise (the sender ends that long
+/// after the last noise frame: a daemon told to play later needs more).
+fn stream_tail(
+    test: &str,
+    port: u16,
+    sender: Sender,
+    output: Output,
+    extra: &[&str],
+    noise_secs: f64,
+    tail_secs: f64,
+) -> Run {
     common::require_env();
     let _serial = common::serial();
     let dir = TestDir::new(test);
     let wav = dir.join("noise.wav");
-    let input = audio::make_noise_wav(&wav, noise_secs, 3.0);
+    let input = audio::make_noise_wav(&wav, noise_secs, tail_secs);
     let raw = dir.join("out.raw");
 
     let ns = Netns::new();
@@ -172,6 +186,28 @@ fn pulseaudio_rsa_alac_to_pipe_is_bit_exact() {
         &run.input,
         &run.output,
         "PulseAudio (RSA + ALAC) -> raopd pipe output",
+    );
+}
+
+/// `--latency-offset-ms 2000` holds every packet 2 s longer: PulseAudio's packets are then
+/// played 4.25 s after they are sent, and the jitter buffer must hold all of them (sized for
+/// 3 s, it restarted at the newest packet over and over, and the output was not the input).
+#[test]
+fn pulseaudio_with_the_largest_latency_offset_is_bit_exact() {
+    let extra = ["--no-mdns", "--latency-offset-ms", "2000"];
+    let run = stream_tail(
+        "pulse_offset_pipe",
+        5112,
+        Sender::PulseRsaAlac,
+        Output::Pipe,
+        &extra,
+        5.0,
+        6.0,
+    );
+    assert_bit_exact(
+        &run.input,
+        &run.output,
+        "PulseAudio (RSA + ALAC) -> raopd pipe output, 2 s later",
     );
 }
 
