@@ -282,8 +282,9 @@ mod tests {
         assert_ne!(u.local_addr().unwrap().port(), 0);
     }
 
-    /// A real datagram over loopback with `SO_TIMESTAMPNS` on: its bytes, its source and the
-    /// kernel's stamp come back; an empty socket says `WouldBlock`.
+    /// Datagrams over loopback: a full batch, then the rest (one cut to its slot), each with
+    /// its bytes and source; an empty socket says `WouldBlock`; a buffer of fewer slots takes
+    /// no more than it holds.
     #[test]
     fn recv_batch_takes_what_is_waiting_in_order() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -328,6 +329,8 @@ mod tests {
         assert_eq!(one[0], b'y');
     }
 
+    /// A real datagram over loopback with `SO_TIMESTAMPNS` on: its bytes, its source and the
+    /// kernel's stamp come back; an empty socket says `WouldBlock`.
     #[test]
     fn recvmsg_returns_source_and_control_messages() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();

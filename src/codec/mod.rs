@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn verbatim_alac_decodes_as_the_alac_crate_does() {
         // Every layout the crate accepts (with the end tag; with and without a frame count,
-        // so the samples start at bit 55 or 23; frame counts that leave 0, 1 and 2 samples
+        // so the samples start at bit 55 or 23; frame counts that leave 0 and 2 samples
         // after the last group of four), full-scale extremes and noise: the samples
         // read here are the crate's, sample for sample.
         let mut x: u32 = 0x9e37_79b9;

@@ -74,8 +74,9 @@ pub const SOFT_CAPACITY: usize = 8192;
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
 const FRAME_BYTES: usize = CHANNELS * 2;
-/// Frames converted to S16LE per `write(2)`; the scratch buffer lives in the sink, so the write
-/// path never allocates.
+/// Frames converted to S16LE per `write(2)` on a big-endian machine (a little-endian one writes
+/// the samples as they are); the scratch buffer lives in the sink, so the write path never
+/// allocates.
 const CHUNK_FRAMES: usize = 2048;
 const PICOS_PER_SEC: u128 = 1_000_000_000_000;
 

@@ -364,8 +364,8 @@ async fn run_with(
                 }
             }
         }
-        // Drain until they would block: the sockets that signalled, and the audio socket at
-        // every wakeup while it is taken in batches.
+        // Drain the sockets that signalled, and the audio socket at every wakeup while it is
+        // taken in batches.
         let which = [ready.timing, ready.control, ready.audio || batch];
         drain(&mut s, &socks, which, &mut abuf, &mut cbuf, &mut tbuf, now);
         match ready.cmd {
@@ -429,8 +429,10 @@ fn drive(
     Ok(Some(now + Duration::from_millis(2)))
 }
 
-/// Reads the sockets marked in `which` (timing, control, audio) until they would block
-/// and feeds what came in to the core.
+/// Reads the sockets marked in `which` (timing, control, audio) and feeds what came in to the
+/// core: timing and control until they would block, audio in batches of
+/// [`crate::bind::BATCH`] until one comes back short (level-triggered readiness wakes the loop
+/// again for anything that arrived meanwhile).
 fn drain(
     s: &mut Stream<'_>,
     socks: &Sockets,
