@@ -16,8 +16,10 @@
 #   static   the same two streams into raopd linked as the firmware links it (static musl with
 #            alsa-lib inside, std built with panic_abort; scripts/build-mips.sh
 #            x86_64-unknown-linux-musl), run natively: what a board's raopd costs, without the
-#            glibc, libm and libasound pages that a Debian build maps (about 2 MiB of its
-#            RSS, shared with every other process using them); untraced, CPU and peak RSS;
+#            glibc, libm, libasound and ld.so pages that a Debian build maps (about 2.2 MiB of
+#            its RSS, shared with every other process using them); untraced, CPU and peak RSS;
+#            x86_64 hosts only (the build is x86_64-unknown-linux-musl), set up like the MIPS
+#            builds (scripts/setup-mips.sh: zig, the cross toolchains, alsa-lib's source)
 #   --mips   the same two streams into the MIPS release builds under qemu-user (default target
 #            mipsel-unknown-linux-musl, the ramips build; scripts/build-mips.sh builds them):
 #            guest instructions per minute of audio when qemu's TCG plugin `libinsn.so` is
@@ -112,6 +114,10 @@ log "building raopd (release)"
 cargo build --release --quiet --bin raopd || die "cargo build --release failed"
 RAOPD=$target_dir/release/raopd
 [ -x "$RAOPD" ] || die "no binary at $RAOPD"
+if [ "$STATIC" = 1 ] && [ "$(uname -m)" != x86_64 ]; then
+  log "not an x86_64 host: no static musl build to run natively (as --no-static)"
+  STATIC=0
+fi
 if [ "$STATIC" = 1 ]; then
   log "building raopd as the firmware links it: $STATIC_TARGET (scripts/build-mips.sh)"
   bash scripts/build-mips.sh "$STATIC_TARGET" >&2 || die "scripts/build-mips.sh $STATIC_TARGET failed"
@@ -738,6 +744,7 @@ fi
 # --- raopd linked as the firmware links it, natively ----------------------------------------------
 if [ "$STATIC" = 1 ]; then
   stop_rx "$sp_pid" # shairport-sync's sessions are done: as quiet a machine as for the others
+  sp_pid=
   start_rx raopd-static "$ST_PORT" env RUST_LOG=info "$RAOPD_STATIC" --name bench-static \
     --port "$ST_PORT" --udp-port-base "$ST_UDP" --output "pipe:$work/static.raw" \
     --control-socket "$work/static.sock"
@@ -751,7 +758,7 @@ fi
 
 # --- MIPS under qemu-user ------------------------------------------------------------------------------
 if [ "$MIPS" = 1 ]; then
-  stop_rx "$sp_pid" # keep the machine quiet for the emulated daemon (a no-op when stopped)
+  [ -z "$sp_pid" ] || stop_rx "$sp_pid" # keep the machine quiet for the emulated daemon
   plugin=$(dpkg -L qemu-user 2> /dev/null | grep -m1 '/libinsn\.so$' || true)
   if [ -n "$plugin" ]; then log "guest instructions counted with $plugin"; else
     log "qemu-user ships no libinsn.so here: reporting the qemu process's CPU time only"

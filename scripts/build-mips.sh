@@ -53,7 +53,7 @@ target_dir="${CARGO_TARGET_DIR:-$MIPS_REPO_ROOT/target}"
 
 if [ "$openwrt" = 1 ]; then
   for t in "${targets[@]}"; do
-    [[ $t == *musl ]] || mips_die "--openwrt-flags: OpenWrt builds musl targets only, not $t"
+    [[ $t == mips*musl ]] || mips_die "--openwrt-flags: OpenWrt builds the MIPS musl targets only, not $t"
   done
   # The feed's CARGO_PKG_CONFIG_VARS (lang/rust/rust-values.mk) plus the package Makefile's
   # additions. The link flags stay those of .cargo/config.toml (static, zig's musl): the
@@ -75,7 +75,7 @@ fi
 if [ "$dynamic" = 1 ]; then
   [ "$openwrt" = 0 ] || mips_die "--dynamic and --openwrt-flags do not combine"
   for t in "${targets[@]}"; do
-    [[ $t == *musl ]] || mips_die "--dynamic: musl targets only, not $t (the gnu targets are dynamic already)"
+    [[ $t == mips*musl ]] || mips_die "--dynamic: the MIPS musl targets only, not $t (the gnu targets are dynamic already)"
     root="$(mips_dynamic_root "$t")"
     [ -f "$root/lib/libc.so" ] && [ -f "$root/usr/lib/libasound.so.2" ] \
       || mips_die "no dynamic sysroot for $t in $root (scripts/setup-mips.sh builds it)"
