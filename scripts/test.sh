@@ -85,11 +85,11 @@ run_tests host || rc=$?
 # under qemu-user through RAOPD_CMD (scripts/qemu-cmd.sh prints the prefix). The minute-long
 # timer test runs against the big-endian musl build, the ath79 target where timers once hung.
 # RAOPD_MIPS_TARGETS narrows the target list.
-# Size budget of the static musl binaries (alsa-lib linked in), in KiB: 1.2 MiB, the goal of
-# issue 14 (README).
-MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-1228}
+# Size budget of the static musl binaries (alsa-lib linked in), in KiB: a few KiB above what
+# is reached, under issue 14's 1.2 MiB (README).
+MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-1204}
 # Size budget of the dynamic musl binaries (musl libc.so and libasound.so.2 not counted), KiB.
-MIPS_DYNAMIC_SIZE_BUDGET_KIB=${MIPS_DYNAMIC_SIZE_BUDGET_KIB:-965}
+MIPS_DYNAMIC_SIZE_BUDGET_KIB=${MIPS_DYNAMIC_SIZE_BUDGET_KIB:-924}
 if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
   mips_targets=${RAOPD_MIPS_TARGETS:-"mips-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-gnu mipsel-unknown-linux-gnu"}
   stage "MIPS: setup"

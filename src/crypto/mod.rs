@@ -16,12 +16,13 @@
 
 use aes::cipher::{BlockDecrypt, KeyInit};
 use base64::Engine;
-use rsa::{pkcs1::DecodeRsaPrivateKey, Oaep, Pkcs1v15Sign, RsaPrivateKey};
+use rsa::{BigUint, Oaep, Pkcs1v15Sign, RsaPrivateKey};
 use std::net::IpAddr;
 
-/// The private key every open RAOP receiver ships: senders encrypt the session key to
-/// its public half and check Apple-Response signatures against it.
-const AIRPORT_KEY_PEM: &str = include_str!("airport_key.pem");
+mod airport_key;
+
+/// The AirPort key's public exponent.
+const AIRPORT_KEY_E: u32 = 65537;
 
 /// Base64 as senders write it: often without `=` padding, sometimes with.
 const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
@@ -41,16 +42,26 @@ pub fn b64_encode(data: &[u8]) -> String {
     B64.encode(data)
 }
 
-/// The parsed AirPort key; parse once at start-up (it costs milliseconds on MIPS).
+/// The private key every open RAOP receiver ships (the AirPort Express's, public knowledge):
+/// senders encrypt the session key to its public half and check Apple-Response signatures
+/// against it. Built once at start-up (its CRT values cost milliseconds on MIPS).
 pub struct AirportKey(RsaPrivateKey);
 
 impl AirportKey {
-    /// Parses the built-in key, once at start-up before any input is read.
+    /// Builds the built-in key from its numbers ([`airport_key`]), once at start-up before
+    /// any input is read.
     // The one `expect` in the network-facing modules: the key is a compile-time constant
-    // (checked by `key_parses_and_is_2048_bits`), so failing is a build defect, not input.
+    // (checked by `key_is_the_pem_key_and_2048_bits`), so failing is a build defect, not input.
     #[allow(clippy::expect_used)]
     pub fn load() -> Self {
-        AirportKey(RsaPrivateKey::from_pkcs1_pem(AIRPORT_KEY_PEM).expect("built-in AirPort key"))
+        let n = |b: &[u8]| BigUint::from_bytes_be(b);
+        let key = RsaPrivateKey::from_components(
+            n(&airport_key::N),
+            BigUint::from(AIRPORT_KEY_E),
+            n(&airport_key::D),
+            vec![n(&airport_key::P), n(&airport_key::Q)],
+        );
+        AirportKey(key.expect("built-in AirPort key"))
     }
 
     /// Answers an `Apple-Challenge` header: signs challenge ‖ our IP on this connection ‖
@@ -179,10 +190,16 @@ mod tests {
     use rsa::traits::PublicKeyParts;
     use rsa::RsaPublicKey;
 
+    /// The numbers raopd builds its key from are those of `airport_key.pem`, the key as the
+    /// other open receivers ship it.
     #[test]
-    fn key_parses_and_is_2048_bits() {
+    fn key_is_the_pem_key_and_2048_bits() {
+        use rsa::pkcs1::DecodeRsaPrivateKey;
         let k = AirportKey::load();
         assert_eq!(k.0.size(), 256);
+        let pem = RsaPrivateKey::from_pkcs1_pem(include_str!("airport_key.pem")).unwrap();
+        assert_eq!(k.0, pem);
+        assert!(k.0.validate().is_ok());
     }
 
     #[test]
