@@ -51,8 +51,9 @@
 #
 # Needs root (namespaces, perf, apt-get). Installs what is missing: the senders and the pyatv
 # venv through scripts/setup-test-deps.sh (with shairport-sync, linux-perf, strace as
-# extra packages), and for --mips the cross toolchains and qemu-user through
-# scripts/build-mips.sh. Builds raopd (release). Removes everything it started or created when it
+# extra packages), and for the static build and --mips the cross toolchains, zig and qemu-user
+# through scripts/build-mips.sh (scripts/setup-mips.sh; a few minutes the first time). Builds
+# raopd (release, and the static build unless --no-static). Removes everything it started or created when it
 # exits, however it exits. Env: RAOPD_TEST_VENV (pyatv venv), CARGO_TARGET_DIR.
 set -euo pipefail
 
