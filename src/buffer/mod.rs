@@ -249,7 +249,7 @@ impl JitterBuffer {
                 if seq_diff(slot.seq, highest) > 0 {
                     highest = slot.seq;
                 }
-                let behind = slot.seq.wrapping_sub(seq) as usize % len;
+                let behind = slot.seq.wrapping_sub(seq) as usize; // < len: kept
                 read_pos.get_or_insert((i + len - behind) % len);
             } else {
                 *slot = Slot::default();
@@ -307,7 +307,7 @@ impl JitterBuffer {
         let Some(idx) = self.index(seq) else {
             return Insert::Late;
         };
-        let slot = self.slot(seq);
+        let slot = self.slots.get(idx).copied().unwrap_or_default();
         if slot.seq == seq && slot.filled {
             self.stats.duplicates += 1;
             return Insert::Duplicate;
@@ -337,7 +337,7 @@ impl JitterBuffer {
             self.stats.recovered += 1;
         }
         self.stats.received += 1;
-        if let Some(slot) = self.slot_mut(seq) {
+        if let Some(slot) = self.slots.get_mut(idx) {
             *slot = Slot {
                 seq,
                 ts,
@@ -400,7 +400,7 @@ impl JitterBuffer {
     /// copied. Only whole-slot audio: call after `peek()` returned `Audio`.
     pub fn read(&mut self, out: &mut [i16]) -> usize {
         let idx = self.read_pos;
-        let slot = self.slot(self.read_seq);
+        let slot = self.slots.get(idx).copied().unwrap_or_default();
         if !(slot.filled && slot.seq == self.read_seq) {
             return 0;
         }

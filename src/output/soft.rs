@@ -177,9 +177,10 @@ impl Dest {
         let mut sent = 0;
         // A little-endian machine's samples are S16LE already: written as they are, in one
         // write(2). Big-endian ones are converted a scratch buffer at a time.
-        let per_write = match le_bytes(samples) {
-            Some(_) => samples.len().max(1),
-            None => CHUNK_FRAMES * CHANNELS,
+        let per_write = if cfg!(target_endian = "little") {
+            samples.len().max(1)
+        } else {
+            CHUNK_FRAMES * CHANNELS
         };
         for chunk in samples.chunks(per_write) {
             let bytes = match le_bytes(chunk) {
