@@ -273,8 +273,8 @@ build_musl_so() {
   ver="$(basename "$src")"
   root="$(mips_dynamic_root "$target")"
   stamp="$root/.stamp-musl"
-  stamp_val="$ver zig$MIPS_ZIG_VERSION dynamic-rev$MIPS_DYNAMIC_BUILD_REV"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_val" ]; then
+  stamp_val="$ver zig$MIPS_ZIG_VERSION dynamic-rev$MIPS_DYNAMIC_BUILD_REV soname"
+  if [ -f "$stamp" ] && [ -f "$root/lib/libc.so" ] && [ "$(cat "$stamp")" = "$stamp_val" ]; then
     mips_log "musl libc.so for $target: cached ($ver)"
     return
   fi
@@ -314,9 +314,13 @@ build_musl_so() {
     && comm -12 musl.syms rt.syms > both.syms \
     && "$bu-objcopy" --localize-symbols=both.syms compiler_rt_zig.o compiler_rt.o \
     && rm -f libcompiler_rt.a && "$bu-ar" rcs libcompiler_rt.a compiler_rt.o \
-    && make lib/libc.so LIBCC="-rtlib=none $build/libcompiler_rt.a" >> make.log 2>&1) \
+    && make lib/libc.so LIBCC="-rtlib=none $build/libcompiler_rt.a" LDFLAGS="-Wl,-soname,libc.so" >> make.log 2>&1) \
     || { tail -n 20 "$build/make.log" >&2; mips_die "musl libc.so link failed for $target (log: $build/make.log)"; }
   "$bu-nm" -D "$build/lib/libc.so" | awk '$2 == "T" && $3 == "memcpy" { f = 1 } END { exit !f }' || mips_die "musl: libc.so does not export memcpy"
+  # Named "libc.so" inside (musl's Makefile gives it no soname; GNU ld then records the name
+  # -lc found): scripts/zigcc links against this file by its path, and lld records the path
+  # unless the library names itself.
+  "$bu-readelf" -d "$build/lib/libc.so" | grep -q 'SONAME.*\[libc\.so\]' || mips_die "musl: libc.so has no soname"
   cp "$build/lib/libc.so" "$root/lib/libc.so"
   ln -sfn libc.so "$root/lib/$loader"
   rm -rf "$build"
