@@ -21,6 +21,7 @@ pub mod codec;
 pub mod config;
 pub mod control;
 pub mod crypto;
+pub mod fatal;
 pub mod mdns;
 pub mod output;
 pub mod player;

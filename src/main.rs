@@ -39,6 +39,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A bug (a panic, which the firmware builds turn into a trap) leaves a line in the log.
+    raopd::fatal::install();
     // The OpenWrt init script hands the password over in the environment, where `ps` does
     // not show it; it is removed at once so that --on-start/--on-stop hooks do not inherit it.
     if let Some(pw) = std::env::var_os("RAOPD_PASSWORD") {

@@ -503,3 +503,52 @@ fn a_32_character_cyrillic_name_is_accepted_and_announced() {
         lines[1]
     );
 }
+
+/// A bug that ends the daemon leaves one line in the log: the fatal-signal handler
+/// (`src/fatal.rs`) names the signal on stderr, and the process still ends by that signal
+/// (procd and core dumps see what they saw before). Shown with the signals a panic becomes:
+/// SIGTRAP (a trap instruction: the MIPS firmware builds' `panic = "immediate-abort"`),
+/// SIGABRT (a host build's panic), and SIGSEGV; each sent by another process, which the
+/// handler treats the same way as one the daemon raised itself.
+#[test]
+fn a_fatal_signal_leaves_a_line_naming_it_and_still_ends_the_daemon() {
+    use std::os::unix::process::ExitStatusExt;
+    const PORT: u16 = 5467;
+    let prefix = daemon::command_prefix();
+    for (sig, name) in [
+        (libc::SIGTRAP, "SIGTRAP"),
+        (libc::SIGABRT, "SIGABRT"),
+        (libc::SIGSEGV, "SIGSEGV"),
+    ] {
+        let port = PORT.to_string();
+        let child = Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .args(["--no-mdns", "--no-control-socket", "--port", &port])
+            .args(["--output", "pipe:/dev/null"])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {prefix:?}: {e}"));
+        let listening = wait_until(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok()
+        });
+        assert!(listening, "raopd did not listen on port {PORT}");
+        assert!(signal(child.id() as i32, sig), "kill {name}");
+        let out = child.wait_with_output().expect("output");
+        let err = text(&out.stderr);
+        assert_eq!(
+            out.status.signal(),
+            Some(sig),
+            "{name}: {:?}\n{err}",
+            out.status
+        );
+        let line = format!("raopd: fatal signal {name} (");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with(&line)).count(),
+            1,
+            "{name}: no line naming it on stderr:\n{err}"
+        );
+    }
+}
