@@ -80,7 +80,8 @@ mips_log "kernel $kpkg, $(basename "$bbdir")"
 [ -x "$bin" ] || bash scripts/build-mips.sh "$T"
 [ -x "$bin" ] || mips_die "$bin missing"
 mips_log "building the capture helper (examples/loopback_capture.rs) for $T"
-RUSTC_BOOTSTRAP=1 cargo build -q --release "$MIPS_BUILD_STD" --target "$T" --example loopback_capture
+RUSTC_BOOTSTRAP=1 cargo build -q --release "$MIPS_BUILD_STD" "$MIPS_BUILD_STD_FEATURES" "${MIPS_PANIC_ARGS[@]}" \
+  --target "$T" --example loopback_capture
 capture="$target_dir/$T/release/examples/loopback_capture"
 [ -x "$capture" ] || mips_die "$capture missing"
 

@@ -25,6 +25,9 @@
 # libc.so and alsa-lib's libasound.so.2 (both from the target's dynamic sysroot that
 # scripts/setup-mips.sh builds, $(mips_dynamic_root TARGET)), into <target dir>/dynamic/.
 # Run it with `scripts/qemu-cmd.sh --dynamic TARGET`, which points qemu's -L at that sysroot.
+# It is position-dependent, as OpenWrt links packages on small-flash targets; --pie (with
+# --dynamic) builds it as a PIE instead, into <target dir>/dynamic-pie/, as OpenWrt does when
+# its ASLR setting asks for PIEs.
 set -euo pipefail
 
 # shellcheck source=scripts/mips-common.sh
@@ -34,12 +37,14 @@ targets=()
 cargo_args=()
 openwrt=0
 dynamic=0
+pie=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --) shift; cargo_args=("$@"); break ;;
     --openwrt-flags) openwrt=1; shift ;;
     --dynamic) dynamic=1; shift ;;
-    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --pie) pie=1; shift ;;
+    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) mips_check_target "$1"; targets+=("$1"); shift ;;
   esac
 done
@@ -83,18 +88,27 @@ if [ "$dynamic" = 1 ]; then
     export "PKG_CONFIG_LIBDIR_${t//-/_}=$root/usr/lib/pkgconfig"
     export "PKG_CONFIG_SYSROOT_DIR_${t//-/_}=$root"
   done
-  target_dir="$target_dir/dynamic"
+  if [ "$pie" = 1 ]; then
+    target_dir="$target_dir/dynamic-pie"
+    export RUSTFLAGS="$MIPS_DYNAMIC_RUSTFLAGS"
+  else
+    target_dir="$target_dir/dynamic"
+    export RUSTFLAGS="$MIPS_DYNAMIC_RUSTFLAGS $MIPS_NO_PIE_RUSTFLAGS"
+  fi
   export CARGO_TARGET_DIR="$target_dir"
-  export RUSTFLAGS="$MIPS_DYNAMIC_RUSTFLAGS"
   export RAOPD_ZIG_DYNAMIC=1
   mips_log "dynamic: RUSTFLAGS=$RUSTFLAGS, musl libc.so + libasound.so.2"
 fi
+[ "$pie" = 0 ] || [ "$dynamic" = 1 ] || mips_die "--pie goes with --dynamic (the static builds are position-dependent)"
 
 build() {
   local t0=$SECONDS t_args=() t
   for t in "$@"; do t_args+=(--target "$t"); done
-  mips_log "cargo build --release $MIPS_BUILD_STD $MIPS_BUILD_STD_FEATURES ${t_args[*]} ${cargo_args[*]+${cargo_args[*]}}"
-  cargo build --release "$MIPS_BUILD_STD" "$MIPS_BUILD_STD_FEATURES" "${t_args[@]}" ${cargo_args[@]+"${cargo_args[@]}"}
+  # The feed build keeps the panic strategy the package Makefile sets (abort).
+  local panic_args=("${MIPS_PANIC_ARGS[@]}")
+  [ "$openwrt" = 0 ] || panic_args=()
+  mips_log "cargo build --release $MIPS_BUILD_STD $MIPS_BUILD_STD_FEATURES ${panic_args[*]+${panic_args[*]}} ${t_args[*]} ${cargo_args[*]+${cargo_args[*]}}"
+  cargo build --release "$MIPS_BUILD_STD" "$MIPS_BUILD_STD_FEATURES" ${panic_args[@]+"${panic_args[@]}"} "${t_args[@]}" ${cargo_args[@]+"${cargo_args[@]}"}
   mips_log "built $* in $((SECONDS - t0))s"
 }
 

@@ -55,14 +55,25 @@ export RAOPD_ZIG_NO_EH_FRAME=1
 # feature, whose symboliser (gimli, addr2line, miniz_oxide, rustc-demangle) cost 257 KiB on
 # mipsel-musl; a panic message keeps its text.
 MIPS_BUILD_STD_FEATURES="-Zbuild-std-features=optimize_for_size"
+# The firmware builds (scripts/build-mips.sh but --openwrt-flags, size-report.sh,
+# build-image.sh) go one step further than the release profile's `panic = "abort"`: raopd and
+# std with `panic = "immediate-abort"` (unstable, hence -Zpanic-immediate-abort): a panic is a
+# trap instruction, and std's panic machinery (message formatting, the panic hook, backtrace
+# capture and the unwinder it links) leaves the binary: 116 KiB of the static mipsel-musl one.
+# A panic then ends the daemon without its message; src/fatal.rs writes the signal's name to
+# the log instead (README "No unwinding").
+MIPS_PANIC_ARGS=(-Zpanic-immediate-abort --config 'profile.release.panic="immediate-abort"')
 
 # rustflags of the dynamic (OpenWrt-style) musl builds, in place of the static ones of
 # .cargo/config.toml (scripts/build-mips.sh --dynamic passes them as RUSTFLAGS): no crt-static
-# (dynamic musl, dynamic alsa-lib), position-independent (a PIE, as OpenWrt's Rust packages
-# are: address-space randomisation for a daemon listening on the LAN; as a non-PIE executable
-# it is 127 KiB smaller, docs/mips.md "Binary size"), the same -Zlocation-detail=none and
-# fix_y2038 cfg (docs/mips.md, "Timer hang").
+# (dynamic musl, dynamic alsa-lib), the same -Zlocation-detail=none and fix_y2038 cfg
+# (docs/mips.md, "Timer hang"). Position-dependent code unless --pie: OpenWrt builds its
+# packages as PIEs only when its "User space ASLR PIE compilation" setting asks for it
+# (include/hardening.mk), and that setting is "None" by default on small-flash targets, the
+# boards this build is for; the package Makefile follows the setting (README "Linked like
+# OpenWrt"). MIPS PIC code costs 110 KiB of this binary.
 MIPS_DYNAMIC_RUSTFLAGS="-Ctarget-feature=-crt-static -Clink-self-contained=no -Zlocation-detail=none --cfg fix_y2038"
+MIPS_NO_PIE_RUSTFLAGS="-Crelocation-model=static"
 
 mips_log() { printf '\033[1;34m[mips]\033[0m %s\n' "$*" >&2; }
 mips_die() { printf '\033[1;31m[mips] error:\033[0m %s\n' "$*" >&2; exit 1; }

@@ -55,7 +55,7 @@ rm -f "$bin_dir/raopd" "$map"
 mips_log "building $target (release profile, not stripped) into ${out_dir#"$MIPS_REPO_ROOT"/}"
 RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$out_dir" CARGO_PROFILE_RELEASE_STRIP=false \
   RAOPD_LINK_MAP="$map" \
-  cargo build --release "$MIPS_BUILD_STD" "$MIPS_BUILD_STD_FEATURES" --target "$target" ${cargo_args[@]+"${cargo_args[@]}"}
+  cargo build --release "$MIPS_BUILD_STD" "$MIPS_BUILD_STD_FEATURES" "${MIPS_PANIC_ARGS[@]}" --target "$target" ${cargo_args[@]+"${cargo_args[@]}"}
 [ -s "$map" ] || mips_die "no link map was written ($map)"
 bin="$bin_dir/raopd"
 "$binutils-strip" -o "$out_dir/$name.stripped" "$bin"

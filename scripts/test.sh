@@ -87,9 +87,11 @@ run_tests host || rc=$?
 # RAOPD_MIPS_TARGETS narrows the target list.
 # Size budget of the static musl binaries (alsa-lib linked in), in KiB: a few KiB above what
 # is reached, under issue 14's 1.2 MiB (README).
-MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-1204}
-# Size budget of the dynamic musl binaries (musl libc.so and libasound.so.2 not counted), KiB.
-MIPS_DYNAMIC_SIZE_BUDGET_KIB=${MIPS_DYNAMIC_SIZE_BUDGET_KIB:-924}
+MIPS_SIZE_BUDGET_KIB=${MIPS_SIZE_BUDGET_KIB:-1092}
+# Size budget of the dynamic musl binaries (musl libc.so and libasound.so.2 not counted), KiB:
+# position-dependent (issue 14's goal is 700 KiB), and the mipsel PIE.
+MIPS_DYNAMIC_SIZE_BUDGET_KIB=${MIPS_DYNAMIC_SIZE_BUDGET_KIB:-690}
+MIPS_PIE_SIZE_BUDGET_KIB=${MIPS_PIE_SIZE_BUDGET_KIB:-790}
 if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
   mips_targets=${RAOPD_MIPS_TARGETS:-"mips-unknown-linux-musl mipsel-unknown-linux-musl mips-unknown-linux-gnu mipsel-unknown-linux-gnu"}
   stage "MIPS: setup"
@@ -125,10 +127,12 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
     RAOPD_CMD="$(bash scripts/qemu-cmd.sh "$t") ${CARGO_TARGET_DIR:-target}/$t/release/raopd" \
       run_tests "$t" --test e2e -- "${filter[@]}" || rc=$?
   done
-  # Linked like OpenWrt's packages (dynamic musl and alsa-lib, PIE): both musl targets are built
-  # (one cargo run) and held to their budget; the end-to-end tests run against mipsel only,
-  # each sender into a pipe and into alsa-lib's file plugin (about a minute under qemu), to
-  # keep CI time down. The static builds above cover mips (big-endian) end to end.
+  # Linked like OpenWrt's packages (dynamic musl and alsa-lib, position-dependent as on
+  # small-flash targets): both musl targets are built (one cargo run) and held to their budget;
+  # the end-to-end tests run against mipsel only, each sender into a pipe and into alsa-lib's
+  # file plugin (about a minute under qemu), to keep CI time down. The static builds above
+  # cover mips (big-endian) end to end. The PIE (OpenWrt's ASLR setting "Regular" or "All")
+  # is built for mipsel, held to its own budget and plays one stream per sender.
   dyn_targets=()
   for t in $mips_targets; do [[ $t == *musl ]] && dyn_targets+=("$t"); done
   if [ ${#dyn_targets[@]} -gt 0 ]; then
@@ -149,6 +153,18 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
     stage "MIPS: end-to-end tests under qemu ($t, dynamic)"
     RAOPD_CMD="$(bash scripts/qemu-cmd.sh --dynamic "$t") ${CARGO_TARGET_DIR:-target}/dynamic/$t/release/raopd" \
       run_tests "$t-dynamic" --test e2e -- pyatv pulseaudio || rc=$?
+    stage "MIPS: build $t linked dynamically as a PIE"
+    bash scripts/build-mips.sh --dynamic --pie "$t"
+    bin=${CARGO_TARGET_DIR:-target}/dynamic-pie/$t/release/raopd
+    kib=$(( $(stat -c %s "$bin") / 1024 ))
+    echo "size: $t dynamic PIE $kib KiB"
+    if [ "$kib" -gt "$MIPS_PIE_SIZE_BUDGET_KIB" ]; then
+      echo "scripts/test.sh: $bin is $kib KiB, over the budget of $MIPS_PIE_SIZE_BUDGET_KIB KiB" >&2
+      rc=1
+    fi
+    stage "MIPS: end-to-end tests under qemu ($t, dynamic PIE)"
+    RAOPD_CMD="$(bash scripts/qemu-cmd.sh --dynamic "$t") $bin" \
+      run_tests "$t-dynamic-pie" --test e2e -- pyatv_l16_to_pipe pulseaudio_rsa_alac_to_pipe || rc=$?
   fi
   # The build OpenWrt's SDK makes (RUSTFLAGS from the environment, overflow checks on, the
   # package's panic strategy): the one a user flashes. mipsel-musl, as in issue 9's report.
