@@ -6,6 +6,7 @@
 #   scripts/build-mips.sh TARGET... -- --no-default-features   # extra cargo build args
 #   scripts/build-mips.sh --openwrt-flags mipsel-unknown-linux-musl  # as OpenWrt's feed builds
 #   scripts/build-mips.sh --dynamic mipsel-unknown-linux-musl  # linked like OpenWrt's packages
+#   scripts/build-mips.sh --dynamic --pie mipsel-unknown-linux-musl  # the same, as a PIE
 #
 # Targets: mips-unknown-linux-gnu, mipsel-unknown-linux-gnu (Debian cross gcc, glibc, for
 # tests), mips-unknown-linux-musl, mipsel-unknown-linux-musl (static, soft-float, for OpenWrt
@@ -25,9 +26,8 @@
 # libc.so and alsa-lib's libasound.so.2 (both from the target's dynamic sysroot that
 # scripts/setup-mips.sh builds, $(mips_dynamic_root TARGET)), into <target dir>/dynamic/.
 # Run it with `scripts/qemu-cmd.sh --dynamic TARGET`, which points qemu's -L at that sysroot.
-# It is position-dependent, as OpenWrt links packages on small-flash targets; --pie (with
-# --dynamic) builds it as a PIE instead, into <target dir>/dynamic-pie/, as OpenWrt does when
-# its ASLR setting asks for PIEs.
+# It is position-dependent, as OpenWrt links packages unless its ASLR setting is "All"; --pie
+# (with --dynamic) builds it as a PIE instead, into <target dir>/dynamic-pie/.
 set -euo pipefail
 
 # shellcheck source=scripts/mips-common.sh
@@ -44,11 +44,12 @@ while [ $# -gt 0 ]; do
     --openwrt-flags) openwrt=1; shift ;;
     --dynamic) dynamic=1; shift ;;
     --pie) pie=1; shift ;;
-    -h | --help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) mips_check_target "$1"; targets+=("$1"); shift ;;
   esac
 done
 [ ${#targets[@]} -gt 0 ] || targets=("${MIPS_TARGETS[@]}")
+[ "$pie" = 0 ] || [ "$dynamic" = 1 ] || mips_die "--pie goes with --dynamic (the static builds are position-dependent)"
 
 "$MIPS_REPO_ROOT/scripts/setup-mips.sh" "${targets[@]}"
 
@@ -99,7 +100,6 @@ if [ "$dynamic" = 1 ]; then
   export RAOPD_ZIG_DYNAMIC=1
   mips_log "dynamic: RUSTFLAGS=$RUSTFLAGS, musl libc.so + libasound.so.2"
 fi
-[ "$pie" = 0 ] || [ "$dynamic" = 1 ] || mips_die "--pie goes with --dynamic (the static builds are position-dependent)"
 
 build() {
   local t0=$SECONDS t_args=() t

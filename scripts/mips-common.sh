@@ -47,19 +47,21 @@ MIPS_ALSA_BUILD_REV=4
 MIPS_ALSA_PCM_PLUGINS="plug,linear,copy,route,rate,multi,null,file,empty,hooks,dmix,asym,iec958,softvol"
 
 # Flags for rustc's -Z build-std (MIPS targets are tier 3: no prebuilt std).
-# The release profile aborts on a panic (Cargo.toml): std is built the same way, and the
-# links drop the unwinding tables nothing reads then (scripts/zigcc).
+# The release builds do not unwind (the release profile aborts on a panic, the firmware builds
+# below abort at once): std is built the same way, and the links drop the unwinding tables
+# nothing reads then (scripts/zigcc).
 MIPS_BUILD_STD="-Zbuild-std=std,panic_abort"
 export RAOPD_ZIG_NO_EH_FRAME=1
 # std's features: size-optimised algorithms (optimize_for_size), and no `backtrace`
 # feature, whose symboliser (gimli, addr2line, miniz_oxide, rustc-demangle) cost 257 KiB on
-# mipsel-musl; a panic message keeps its text.
+# mipsel-musl.
 MIPS_BUILD_STD_FEATURES="-Zbuild-std-features=optimize_for_size"
 # The firmware builds (scripts/build-mips.sh but --openwrt-flags, size-report.sh,
 # build-image.sh) go one step further than the release profile's `panic = "abort"`: raopd and
 # std with `panic = "immediate-abort"` (unstable, hence -Zpanic-immediate-abort): a panic is a
 # trap instruction, and std's panic machinery (message formatting, the panic hook, backtrace
-# capture and the unwinder it links) leaves the binary: 116 KiB of the static mipsel-musl one.
+# capture and the unwinder it links) leaves the binary: 116,120 bytes of the static mipsel-musl
+# one.
 # A panic then ends the daemon without its message; src/fatal.rs writes the signal's name to
 # the log instead (README "No unwinding").
 MIPS_PANIC_ARGS=(-Zpanic-immediate-abort --config 'profile.release.panic="immediate-abort"')
@@ -67,11 +69,11 @@ MIPS_PANIC_ARGS=(-Zpanic-immediate-abort --config 'profile.release.panic="immedi
 # rustflags of the dynamic (OpenWrt-style) musl builds, in place of the static ones of
 # .cargo/config.toml (scripts/build-mips.sh --dynamic passes them as RUSTFLAGS): no crt-static
 # (dynamic musl, dynamic alsa-lib), the same -Zlocation-detail=none and fix_y2038 cfg
-# (docs/mips.md, "Timer hang"). Position-dependent code unless --pie: OpenWrt builds its
+# (docs/mips.md, "Timer hang"). Position-dependent code unless --pie: OpenWrt links its
 # packages as PIEs only when its "User space ASLR PIE compilation" setting asks for it
-# (include/hardening.mk), and that setting is "None" by default on small-flash targets, the
-# boards this build is for; the package Makefile follows the setting (README "Linked like
-# OpenWrt"). MIPS PIC code costs 110 KiB of this binary.
+# (include/hardening.mk: "All", or "Regular" for the packages that opt in, which
+# shairport-sync and raopd do not); the package Makefile follows the setting (README "Linked
+# like OpenWrt"). MIPS PIC code costs 99 KiB of this binary.
 MIPS_DYNAMIC_RUSTFLAGS="-Ctarget-feature=-crt-static -Clink-self-contained=no -Zlocation-detail=none --cfg fix_y2038"
 MIPS_NO_PIE_RUSTFLAGS="-Crelocation-model=static"
 

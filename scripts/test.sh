@@ -127,12 +127,13 @@ if [ $rc = 0 ] && [ "${RAOPD_TEST_MIPS:-1}" = 1 ]; then
     RAOPD_CMD="$(bash scripts/qemu-cmd.sh "$t") ${CARGO_TARGET_DIR:-target}/$t/release/raopd" \
       run_tests "$t" --test e2e -- "${filter[@]}" || rc=$?
   done
-  # Linked like OpenWrt's packages (dynamic musl and alsa-lib, position-dependent as on
-  # small-flash targets): both musl targets are built (one cargo run) and held to their budget;
+  # Linked like OpenWrt's packages (dynamic musl and alsa-lib, position-dependent unless
+  # OpenWrt's ASLR setting is "All"): both musl targets are built (one cargo run) and held to
+  # their budget;
   # the end-to-end tests run against mipsel only, each sender into a pipe and into alsa-lib's
   # file plugin (about a minute under qemu), to keep CI time down. The static builds above
-  # cover mips (big-endian) end to end. The PIE (OpenWrt's ASLR setting "Regular" or "All")
-  # is built for mipsel, held to its own budget and plays one stream per sender.
+  # cover mips (big-endian) end to end. The PIE (OpenWrt's ASLR setting "All") is built for
+  # mipsel, held to its own budget and plays one stream per sender.
   dyn_targets=()
   for t in $mips_targets; do [[ $t == *musl ]] && dyn_targets+=("$t"); done
   if [ ${#dyn_targets[@]} -gt 0 ]; then

@@ -2,7 +2,7 @@
 //!
 //! The firmware builds (`scripts/build-mips.sh`) compile raopd and std with
 //! `panic = "immediate-abort"`: std's panic machinery (message formatting, the panic hook,
-//! backtrace capture and the unwinder it links) is left out, 116 KiB of the static mipsel
+//! backtrace capture and the unwinder it links) is left out, 113 KiB of the static mipsel
 //! binary, and a panic is a trap instruction: `break` (SIGTRAP) on MIPS, `ud2` (SIGILL) on
 //! x86. A panic is a bug (nothing raopd runs on network input may panic, README "No
 //! unwinding"), but it must not end the daemon without a word: procd logs a single crash only
@@ -10,6 +10,11 @@
 //! SIGILL, SIGSEGV, SIGBUS, SIGFPE, SIGABRT) and writes one fixed line naming the signal to
 //! stderr, which procd passes to the system log; then the signal's default action ends the
 //! process as before (exit status and core dump unchanged), and procd restarts it.
+//!
+//! The handler runs on an alternate signal stack (std's where it set one up, else one of
+//! [`ALT_STACK_BYTES`] allocated here), so a stack overflow, a SIGSEGV on the guard page,
+//! leaves its line too. In host builds that line takes the place of std's own "has
+//! overflowed its stack" message.
 //!
 //! By hand with `sigaction(2)`: signal-hook-registry, which the daemon uses for SIGTERM/SIGHUP,
 //! refuses SIGSEGV, SIGBUS, SIGILL and SIGFPE by design. The handler only calls `write(2)`,
@@ -28,7 +33,7 @@ const FATAL: [(libc::c_int, &str); 6] = [
     ),
     (
         libc::SIGSEGV,
-        "raopd: fatal signal SIGSEGV (invalid memory access): a bug; stopping\n",
+        "raopd: fatal signal SIGSEGV (invalid memory access, or a stack overflow): a bug; stopping\n",
     ),
     (
         libc::SIGBUS,
@@ -40,7 +45,7 @@ const FATAL: [(libc::c_int, &str); 6] = [
     ),
     (
         libc::SIGABRT,
-        "raopd: fatal signal SIGABRT (aborted, after a panic in a host build): a bug; stopping\n",
+        "raopd: fatal signal SIGABRT (aborted: a panic in a build that prints it first, or abort()): a bug; stopping\n",
     ),
 ];
 
@@ -62,16 +67,37 @@ extern "C" fn on_fatal(sig: libc::c_int) {
     }
 }
 
-/// Installs the handler for every signal in the table. Called once at the daemon's start;
-/// a failure to install one is ignored (the signal then ends the process silently, as
-/// without this module).
+/// Bytes of the alternate signal stack set up when the thread has none (std sets one up for
+/// the main thread only in builds that report stack overflows themselves).
+pub const ALT_STACK_BYTES: usize = 16 * 1024;
+
+/// Installs the handler for every signal in the table, on an alternate stack. Called once at
+/// the daemon's start, on the thread that runs it; a failure to install is ignored (the
+/// signal then ends the process silently, as without this module).
 pub fn install() {
+    // SAFETY: sigaltstack(2) with a null new stack only reads the current one into `old`.
+    let has_alt_stack = unsafe {
+        let mut old: libc::stack_t = std::mem::zeroed();
+        libc::sigaltstack(std::ptr::null(), &mut old) == 0 && old.ss_flags & libc::SS_DISABLE == 0
+    };
+    if !has_alt_stack {
+        // Lives as long as the process: the kernel may switch to it at any signal.
+        let stack: &'static mut [u8] = Box::leak(vec![0u8; ALT_STACK_BYTES].into_boxed_slice());
+        // SAFETY: the stack is valid, writable and never freed.
+        unsafe {
+            let mut st: libc::stack_t = std::mem::zeroed();
+            st.ss_sp = stack.as_mut_ptr().cast();
+            st.ss_size = stack.len();
+            libc::sigaltstack(&st, std::ptr::null_mut());
+        }
+    }
     for (sig, _) in FATAL {
-        // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the handler is an
+        // SAFETY: a zeroed sigaction is valid (empty mask); the handler is an
         // `extern "C" fn(c_int)` as sa_handler requires without SA_SIGINFO.
         unsafe {
             let mut act: libc::sigaction = std::mem::zeroed();
             act.sa_sigaction = on_fatal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            act.sa_flags = libc::SA_ONSTACK;
             libc::sigemptyset(&mut act.sa_mask);
             libc::sigaction(sig, &act, std::ptr::null_mut());
         }

@@ -3,10 +3,11 @@
 //! cannot take the stream's format (reported at start), `--wait-for-output` refusing senders
 //! with the cause until the device appears, and a 32-character Cyrillic name accepted, shown
 //! in the start line at the default log level and announced over mDNS as far as a DNS label
-//! carries it.
+//! carries it; and a fatal signal named in the log before it ends the daemon.
 //!
-//! The first tests need nothing but the binary and alsa-lib; the last two need root and the
-//! packages of `scripts/setup-test-deps.sh` (namespaces, avahi, the pyatv venv).
+//! The wait-for-output and Cyrillic-name tests need root and the packages of
+//! `scripts/setup-test-deps.sh` (namespaces, avahi, the pyatv venv); the others need nothing
+//! but the binary and alsa-lib.
 
 mod common;
 
@@ -512,7 +513,7 @@ fn a_32_character_cyrillic_name_is_accepted_and_announced() {
 /// handler treats the same way as one the daemon raised itself.
 #[test]
 fn a_fatal_signal_leaves_a_line_naming_it_and_still_ends_the_daemon() {
-    use std::os::unix::process::ExitStatusExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     const PORT: u16 = 5467;
     let prefix = daemon::command_prefix();
     for (sig, name) in [
@@ -521,21 +522,44 @@ fn a_fatal_signal_leaves_a_line_naming_it_and_still_ends_the_daemon() {
         (libc::SIGSEGV, "SIGSEGV"),
     ] {
         let port = PORT.to_string();
-        let child = Command::new(&prefix[0])
-            .args(&prefix[1..])
+        let mut cmd = Command::new(&prefix[0]);
+        cmd.args(&prefix[1..])
             .args(["--no-mdns", "--no-control-socket", "--port", &port])
             .args(["--output", "pipe:/dev/null"])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: setrlimit only, between fork and exec: no core files from these signals.
+        unsafe {
+            cmd.pre_exec(|| {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                Ok(())
+            });
+        }
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {prefix:?}: {e}"));
         let listening = wait_until(Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok()
         });
-        assert!(listening, "raopd did not listen on port {PORT}");
+        if !listening {
+            let _ = child.kill();
+            panic!("raopd did not listen on port {PORT}");
+        }
         assert!(signal(child.id() as i32, sig), "kill {name}");
+        // A daemon that survived the signal is a failure, not a hang.
+        let ended = wait_until(Duration::from_secs(20), || {
+            child.try_wait().expect("wait").is_some()
+        });
+        if !ended {
+            let _ = child.kill();
+            panic!("{name} did not end the daemon");
+        }
         let out = child.wait_with_output().expect("output");
         let err = text(&out.stderr);
         assert_eq!(
