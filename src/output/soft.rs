@@ -67,9 +67,9 @@ use std::time::{Duration, Instant};
 
 use super::{Sink, SinkStatus, CHANNELS, MAX_SIM_PPM, RATE};
 
-/// Virtual DAC buffer size in frames (186 ms): about what the ALSA backend negotiates, so the
-/// player behaves the same on both.
-pub const SOFT_CAPACITY: usize = 8192;
+/// Virtual DAC buffer size in frames (279 ms): what the ALSA backend asks for, so the player
+/// behaves the same on both.
+pub const SOFT_CAPACITY: usize = 12288;
 /// Least time between attempts to open a FIFO that has no reader.
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -623,7 +623,7 @@ mod tests {
         assert_eq!(
             st,
             SinkStatus {
-                avail: 8192,
+                avail: SOFT_CAPACITY,
                 delay: 0
             }
         );
@@ -632,7 +632,7 @@ mod tests {
         assert_eq!(
             st,
             SinkStatus {
-                avail: 8192 - 4410,
+                avail: SOFT_CAPACITY - 4410,
                 delay: 4410
             }
         );
@@ -641,19 +641,19 @@ mod tests {
         assert_eq!(
             st,
             SinkStatus {
-                avail: 8192 - 2205,
+                avail: SOFT_CAPACITY - 2205,
                 delay: 2205
             }
         );
         // Writes are capped at avail.
         assert_eq!(
-            s.write(ms(t, 1050), &pattern(8000, 1)).unwrap(),
-            8192 - 2205
+            s.write(ms(t, 1050), &pattern(SOFT_CAPACITY, 1)).unwrap(),
+            SOFT_CAPACITY - 2205
         );
         assert_eq!(s.status(ms(t, 1050)).unwrap().avail, 0);
         assert_eq!(s.write(ms(t, 1050), &pattern(10, 2)).unwrap(), 0);
         // Drains exactly to zero at the right moment, without an underrun.
-        let drained = ms(t, 1000) + s.duration_of(4410 + 8192 - 2205);
+        let drained = ms(t, 1000) + s.duration_of((4410 + SOFT_CAPACITY - 2205) as u64);
         assert_eq!(s.status(drained).unwrap().delay, 0);
         assert_eq!(s.underruns(), 0);
         s.stop();
@@ -706,7 +706,7 @@ mod tests {
         assert_eq!(
             s.status(ms(t, 20)).unwrap(),
             SinkStatus {
-                avail: 8192,
+                avail: SOFT_CAPACITY,
                 delay: 0
             }
         );
@@ -735,11 +735,11 @@ mod tests {
             s.start().unwrap();
             let base = ms(t, round * 10_000);
             let a = pattern(5000, round as i16);
-            let b = pattern(8000, 100 + round as i16);
+            let b = pattern(SOFT_CAPACITY, 100 + round as i16);
             let na = s.write(base, &a).unwrap();
             let nb = s.write(ms(base, 100), &b).unwrap();
             assert_eq!(na, 5000);
-            assert_eq!(nb, 8192 - 5000 + 4410);
+            assert_eq!(nb, SOFT_CAPACITY - 5000 + 4410);
             expect.extend(le_bytes(&a[..na * 2]));
             expect.extend(le_bytes(&b[..nb * 2]));
             s.stop();

@@ -9,9 +9,7 @@ use crate::output::wait::SPURIOUS_BACKOFF;
 use crate::output::{Sink, Waiter};
 use crate::reactor::{Async, Timer};
 use crate::rtsp::StreamSetup;
-use crate::stream::{
-    Output, Renderer, SinkReading, Stream, StreamConfig, StreamStats, Transmit, Via,
-};
+use crate::stream::{Output, SinkReading, Stream, StreamConfig, StreamStats, Transmit, Via};
 use futures_lite::Stream as _;
 use std::cell::RefCell;
 use std::future::Future as _;
@@ -302,8 +300,7 @@ async fn run_with(
         // Audio packets are taken in batches only while the stream's latency leaves room
         // for it: a real-time sender with a short latency (PipeWire: 250 ms) is read as
         // packets come.
-        let batch =
-            started && s.latency().saturating_sub(Renderer::lead(sink.capacity())) > 3 * cfg.period;
+        let batch = started && s.latency().saturating_sub(s.lead(sink.capacity())) > 3 * cfg.period;
         // The one timer: the earliest thing due (the core's own deadlines include the
         // session timeout).
         let mut deadline = s.poll_timeout().unwrap_or(now + cfg.session_timeout);

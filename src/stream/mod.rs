@@ -430,6 +430,7 @@ impl<'b> Stream<'b> {
     /// [`Stream::output_started`], [`Stream::output_reading`] or [`Stream::output_wrote`]
     /// and poll again until it says to wait.
     pub fn poll_output(&mut self, now: Instant, capacity: usize) -> Output<'_> {
+        self.renderer.set_latency(self.clock.latency_frames());
         let clock = &self.clock;
         let mixer = &self.mixer;
         self.renderer.poll(
@@ -482,6 +483,13 @@ impl<'b> Stream<'b> {
     }
 
     /// The stream's latency: how long after the sender's time a frame sounds.
+    /// How long before its due instant a frame is committed to a sink of `capacity` frames
+    /// ([`Renderer::lead`]; bounded by the stream's latency).
+    pub fn lead(&mut self, capacity: usize) -> Duration {
+        self.renderer.set_latency(self.clock.latency_frames());
+        self.renderer.lead(capacity)
+    }
+
     pub fn latency(&self) -> Duration {
         Duration::from_nanos(
             u64::from(self.clock.latency_frames()) * 1_000_000_000 / u64::from(crate::RATE),
