@@ -458,7 +458,7 @@ fn jittered_sync_statements_leave_the_output_bit_exact() {
     );
 }
 
-/// The daemon stalls (SIGSTOP for 400 ms, longer than the 186 ms the DAC holds) 8 s into a
+/// The daemon stalls (SIGSTOP for 400 ms, longer than the 200 ms the DAC holds) 8 s into a
 /// stream: the DAC runs dry. Afterwards the output must be back in sync within a few seconds
 /// (an empty device after an underrun must not be taken for one that reports no delay).
 #[test]

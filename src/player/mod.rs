@@ -86,7 +86,7 @@ pub struct PlayerConfig {
     pub session_timeout: Duration,
     /// While the output runs, the loop wakes at least this often to write to the sink and to
     /// take in the audio packets that arrived meanwhile (100 ms by default, a backstop: the
-    /// sink's own wakeups come about every 70 ms, with about 9 packets each; streams whose
+    /// sink's own wakeups come about every 100 ms, with about 12 packets each; streams whose
     /// latency leaves no room for that are read packet by packet).
     pub period: Duration,
 }
@@ -166,7 +166,7 @@ const MAX_OUTPUT_STEPS: usize = 64;
 ///
 /// While the output runs, the audio socket is not watched: it is drained at every wakeup,
 /// and wakeups come at least every [`PlayerConfig::period`], so audio packets are taken in
-/// batches (about 9 per wakeup) instead of one wakeup each. Before the output starts, when the
+/// batches (about 12 per wakeup) instead of one wakeup each. Before the output starts, when the
 /// stream's latency is too short for batches (less than three periods beyond what the
 /// renderer commits ahead), and always for the control and timing sockets (timing replies
 /// are stamped on arrival), each packet wakes the loop at once.
