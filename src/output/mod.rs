@@ -247,8 +247,8 @@ fn errno_text(errno: i32) -> String {
 /// stdout were opened by [`open`] already; for them this checks nothing more.
 ///
 /// An ALSA device is opened with the stream's parameters (S16, 2 channels, 44100 Hz,
-/// interleaved), given one buffer and one period of silence (at most [`PROBE_FRAMES`], about
-/// 210 ms, as much as it takes without waiting) and closed again at once, so that other
+/// interleaved), given one buffer and one period of silence (at most `PROBE_FRAMES`, about
+/// 300 ms, as much as it takes without waiting) and closed again at once, so that other
 /// programs can use it until a sender plays (the design of [`alsa`]). The silence catches
 /// PCMs that open fine but fail when played: alsa-lib 1.2.8's `file` plugin reports a file
 /// it cannot create only when its first buffer is written out.
@@ -260,8 +260,9 @@ pub fn probe(spec: &OutputSpec) -> Result<(), ProbeError> {
 }
 
 /// Most silence [`probe`] writes to an ALSA device, in frames: the buffer raopd asks for
-/// plus one period.
-pub const PROBE_FRAMES: usize = 9 * 1024;
+/// plus one period (13,312 frames, 302 ms).
+#[cfg(feature = "alsa")]
+pub const PROBE_FRAMES: usize = (alsa::PERIODS + 1) * alsa::PERIOD_FRAMES;
 
 #[cfg(feature = "alsa")]
 fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
@@ -278,12 +279,12 @@ fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
 /// Writes up to [`PROBE_FRAMES`] of silence, as much as `sink` takes without waiting.
 #[cfg(feature = "alsa")]
 fn probe_write(sink: &mut dyn Sink) -> io::Result<()> {
-    let silence = [0i16; 1024 * CHANNELS];
+    let silence = [0i16; alsa::PERIOD_FRAMES * CHANNELS];
     let mut left = PROBE_FRAMES;
     // Bounded: a device that takes nothing (or keeps taking a little) ends it too.
     for _ in 0..32 {
         let st = sink.status(Instant::now())?;
-        let n = left.min(st.avail).min(1024);
+        let n = left.min(st.avail).min(alsa::PERIOD_FRAMES);
         if n == 0 {
             break;
         }
