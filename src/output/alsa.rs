@@ -32,13 +32,7 @@ use ::alsa::{Direction, ValueOr};
 
 use super::{Sink, SinkStatus, CHANNELS, RATE};
 
-/// Requested period in frames (23 ms): long enough that a 400 MHz router is not woken too often,
-/// short enough that refills stay small.
-pub const PERIOD_FRAMES: usize = 1024;
-/// Requested periods per buffer: 12288 frames (279 ms), room for the 200 ms the renderer keeps
-/// queued (a cushion for the moments when the one reactor thread is busy with something slow:
-/// an RSA operation during a new connection) with a wakeup only every 100 ms.
-pub const PERIODS: usize = 12;
+pub use super::{PERIODS, PERIOD_FRAMES};
 
 /// Plays through an ALSA PCM.
 pub struct AlsaSink {

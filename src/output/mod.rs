@@ -28,6 +28,14 @@ pub use wait::Waiter;
 pub use crate::RATE;
 /// Interleaved channels per frame.
 pub const CHANNELS: usize = 2;
+/// ALSA period raopd asks for, in frames (23 ms): long enough that a 400 MHz router is not
+/// woken too often, short enough that refills stay small.
+pub const PERIOD_FRAMES: usize = 1024;
+/// ALSA periods per buffer raopd asks for: 12288 frames (279 ms), room for the 200 ms the
+/// renderer keeps queued (a cushion for the moments when the one reactor thread is busy with
+/// something slow: an RSA operation during a new connection) with a wakeup only every 100 ms.
+/// The virtual DAC ([`soft::SOFT_CAPACITY`]) is the same size.
+pub const PERIODS: usize = 12;
 
 /// Largest rate error `sim:` accepts. Real crystals are off by tens to a few hundred ppm; a much
 /// larger value is far more likely a typo than a test scenario, and it keeps the rate positive.
@@ -262,7 +270,7 @@ pub fn probe(spec: &OutputSpec) -> Result<(), ProbeError> {
 /// Most silence [`probe`] writes to an ALSA device, in frames: the buffer raopd asks for
 /// plus one period (13,312 frames, 302 ms).
 #[cfg(feature = "alsa")]
-pub const PROBE_FRAMES: usize = (alsa::PERIODS + 1) * alsa::PERIOD_FRAMES;
+pub const PROBE_FRAMES: usize = (PERIODS + 1) * PERIOD_FRAMES;
 
 #[cfg(feature = "alsa")]
 fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
@@ -279,12 +287,12 @@ fn probe_alsa(dev: &str) -> Result<(), ProbeError> {
 /// Writes up to [`PROBE_FRAMES`] of silence, as much as `sink` takes without waiting.
 #[cfg(feature = "alsa")]
 fn probe_write(sink: &mut dyn Sink) -> io::Result<()> {
-    let silence = [0i16; alsa::PERIOD_FRAMES * CHANNELS];
+    let silence = [0i16; PERIOD_FRAMES * CHANNELS];
     let mut left = PROBE_FRAMES;
     // Bounded: a device that takes nothing (or keeps taking a little) ends it too.
     for _ in 0..32 {
         let st = sink.status(Instant::now())?;
-        let n = left.min(st.avail).min(alsa::PERIOD_FRAMES);
+        let n = left.min(st.avail).min(PERIOD_FRAMES);
         if n == 0 {
             break;
         }

@@ -65,11 +65,11 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Sink, SinkStatus, CHANNELS, MAX_SIM_PPM, RATE};
+use super::{Sink, SinkStatus, CHANNELS, MAX_SIM_PPM, PERIODS, PERIOD_FRAMES, RATE};
 
-/// Virtual DAC buffer size in frames (279 ms): what the ALSA backend asks for, so the player
-/// behaves the same on both.
-pub const SOFT_CAPACITY: usize = 12288;
+/// Virtual DAC buffer size in frames (12288, 279 ms): the buffer the ALSA backend asks for, so
+/// the player behaves the same on both.
+pub const SOFT_CAPACITY: usize = PERIODS * PERIOD_FRAMES;
 /// Least time between attempts to open a FIFO that has no reader.
 pub const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -482,7 +482,6 @@ impl<'b> Stream<'b> {
         self.renderer.stats.frames_written
     }
 
-    /// The stream's latency: how long after the sender's time a frame sounds.
     /// How long before its due instant a frame is committed to a sink of `capacity` frames
     /// ([`Renderer::lead`]; bounded by the stream's latency).
     pub fn lead(&mut self, capacity: usize) -> Duration {
@@ -490,6 +489,7 @@ impl<'b> Stream<'b> {
         self.renderer.lead(capacity)
     }
 
+    /// The stream's latency: how long after the sender's time a frame sounds.
     pub fn latency(&self) -> Duration {
         Duration::from_nanos(
             u64::from(self.clock.latency_frames()) * 1_000_000_000 / u64::from(crate::RATE),
